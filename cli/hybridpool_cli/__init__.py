@@ -1,0 +1,1 @@
+"""The `hybridpool` command: runs the platform, its infrastructure and its tools."""

@@ -1,0 +1,1 @@
+"""Computes each site's gas-versus-electric balance price per interval."""

@@ -1,0 +1,5 @@
+"""Entry point: `python -m services.balance`."""
+
+from services.balance.app import main
+
+main()

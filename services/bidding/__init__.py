@@ -1,0 +1,1 @@
+"""Plans the pool and bids its flexibility."""

@@ -1,0 +1,1 @@
+"""Turns activations into commands to sites and measures reactions."""

@@ -1,0 +1,1 @@
+"""Plays the TSO: clears bids, activates the pool, emits frequency."""

@@ -1,0 +1,1 @@
+"""The operations room web page."""

@@ -1,0 +1,5 @@
+"""Entry point: `python -m services.opsroom`."""
+
+from services.opsroom.app import main
+
+main()

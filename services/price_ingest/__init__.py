@@ -1,0 +1,1 @@
+"""Ingests day-ahead, imbalance and reserve prices."""

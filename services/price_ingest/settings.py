@@ -1,0 +1,10 @@
+"""Settings of the price_ingest service."""
+
+from hybridpool_shared.settings import ServiceSettings
+from pydantic_settings import SettingsConfigDict
+
+
+class PriceIngestSettings(ServiceSettings):
+    """Environment variables prefixed PRICE_INGEST_; KAFKA_BOOTSTRAP and REDIS_URL are shared."""
+
+    model_config = SettingsConfigDict(env_prefix="PRICE_INGEST_", env_ignore_empty=True, extra="ignore")

@@ -1,0 +1,1 @@
+"""Site registry with consent and audit."""

@@ -1,0 +1,1 @@
+"""Simulates villas with hybrid heat pumps."""

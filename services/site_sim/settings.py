@@ -1,0 +1,10 @@
+"""Settings of the site_sim service."""
+
+from hybridpool_shared.settings import ServiceSettings
+from pydantic_settings import SettingsConfigDict
+
+
+class SiteSimSettings(ServiceSettings):
+    """Environment variables prefixed SITE_SIM_; KAFKA_BOOTSTRAP and REDIS_URL are shared."""
+
+    model_config = SettingsConfigDict(env_prefix="SITE_SIM_", env_ignore_empty=True, extra="ignore")

@@ -1,0 +1,1 @@
+"""Validates site readings, keeps live state, aggregates quarters."""

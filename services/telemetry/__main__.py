@@ -1,0 +1,5 @@
+"""Entry point: `python -m services.telemetry`."""
+
+from services.telemetry.app import main
+
+main()

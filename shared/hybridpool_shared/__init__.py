@@ -1,0 +1,1 @@
+"""HybridPool's shared library: messages, topic catalogue, settings, logging, metrics and domain maths."""

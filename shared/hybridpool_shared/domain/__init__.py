@@ -1,0 +1,1 @@
+"""Pure domain maths shared by services: no I/O here."""

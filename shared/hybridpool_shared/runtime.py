@@ -1,0 +1,171 @@
+"""The frame every service runs in: Kafka, Redis, /health, /metrics, /asyncapi.json, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hybridpool_shared.asyncapi import build_asyncapi
+from hybridpool_shared.logging import configure_logging
+from hybridpool_shared.messages import Message
+from hybridpool_shared.messaging import Consumer, publish
+from hybridpool_shared.metrics import ServiceMetrics
+from hybridpool_shared.settings import ServiceSettings
+from hybridpool_shared.topics import TopicSpec
+
+LOGGER = logging.getLogger(__name__)
+VERSION = "0.1.0"
+BackgroundTask = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class Service:
+    """A running service's connections and metadata, built once and passed to its handlers."""
+
+    name: str
+    settings: ServiceSettings
+    consumes: tuple[TopicSpec, ...]
+    produces: tuple[TopicSpec, ...]
+    metrics: ServiceMetrics
+    broker: KafkaBroker
+    redis: aioredis.Redis
+    consumer: Consumer
+    api: FastAPI = field(default_factory=FastAPI)
+    background: list[BackgroundTask] = field(default_factory=list)
+    on_start: list[BackgroundTask] = field(default_factory=list)
+
+    async def publish(self, spec: TopicSpec, message: Message) -> None:
+        """Publish a message on one of this service's output topics."""
+        if spec not in self.produces:
+            raise ValueError(f"{self.name} does not declare {spec.name} as an output")
+        await publish(self.broker, spec, message)
+
+    async def health(self) -> dict[str, Any]:
+        """Return a health report: broker and Redis reachable."""
+        kafka_ok = await self.broker.ping(timeout=2.0)
+        try:
+            redis_ok = bool(await asyncio.wait_for(self.redis.ping(), timeout=2.0))
+        except Exception:
+            redis_ok = False
+        status = "ok" if kafka_ok and redis_ok else "degraded"
+        return {"service": self.name, "status": status, "kafka": kafka_ok, "redis": redis_ok}
+
+
+def build_service(
+    name: str,
+    settings: ServiceSettings,
+    *,
+    consumes: tuple[TopicSpec, ...] = (),
+    produces: tuple[TopicSpec, ...] = (),
+    title: str = "",
+) -> Service:
+    """Create a service's broker, Redis client, metrics and HTTP app (not yet connected)."""
+    configure_logging(name, settings.log_level)
+    metrics = ServiceMetrics(name)
+    broker = _make_broker(name, settings, metrics)
+    redis = aioredis.from_url(settings.resolved_redis_url(), decode_responses=False)
+    service = Service(
+        name=name,
+        settings=settings,
+        consumes=consumes,
+        produces=produces,
+        metrics=metrics,
+        broker=broker,
+        redis=redis,
+        consumer=Consumer(broker, metrics, group_id=f"hybridpool.{name}"),
+    )
+    service.api = FastAPI(title=title or f"hybridpool {name}", version=VERSION, lifespan=_lifespan(service))
+    _add_operational_routes(service)
+    return service
+
+
+def _make_broker(name: str, settings: ServiceSettings, metrics: ServiceMetrics) -> KafkaBroker:
+    return KafkaBroker(
+        settings.resolved_kafka_bootstrap(),
+        client_id=f"hybridpool-{name}",
+        acks="all",
+        enable_idempotence=settings.kafka_idempotence,
+        graceful_timeout=10.0,
+        middlewares=(KafkaPrometheusMiddleware(registry=metrics.registry, app_name=name),),
+        description=f"hybridpool {name}",
+    )
+
+
+def _add_operational_routes(service: Service) -> None:
+    api = service.api
+
+    @api.get("/health", tags=["operations"])
+    async def health() -> JSONResponse:
+        report = await service.health()
+        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+    @api.get("/metrics", tags=["operations"])
+    async def metrics() -> Response:
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @api.get("/asyncapi.json", tags=["operations"])
+    async def asyncapi() -> dict[str, Any]:
+        return build_asyncapi(service.name, VERSION, service.consumes, service.produces)
+
+
+def _lifespan(
+    service: Service,
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.broker.start()
+        for hook in service.on_start:
+            await hook()
+        tasks: list[asyncio.Task[None]] = [
+            asyncio.create_task(job(), name=job.__name__) for job in service.background
+        ]
+        LOGGER.info("%s started", service.name)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await service.broker.stop()
+            await service.redis.aclose()
+            LOGGER.info("%s stopped", service.name)
+
+    return lifespan
+
+
+def serve(service: Service) -> None:
+    """Serve the service over HTTP until SIGINT/SIGTERM; port 0 picks a free port and logs it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((service.settings.http_host, service.settings.http_port))
+    LOGGER.info("%s listening on http://%s:%s", service.name, *sock.getsockname()[:2])
+    config = uvicorn.Config(
+        service.api,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+
+
+def skeleton_handler(service_name: str) -> Callable[[Message, Any], Awaitable[None]]:
+    """Return a handler that validates and logs: the place a later feature fills in."""
+    log = logging.getLogger(f"services.{service_name}")
+
+    async def handle(message: Message, delivery: Any) -> None:
+        log.debug("received %s from %s", type(message).__name__, delivery.topic)
+
+    return handle

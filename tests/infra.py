@@ -1,0 +1,139 @@
+"""Test helpers for the real broker and Redis: read topics, run service processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from hybridpool_cli.infra import ManagedProcess, free_port, spawn
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Infra:
+    """Addresses of the session's real broker and Redis."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    data_dir: Path
+
+
+async def produce(bootstrap: str, topic: str, value: bytes, key: bytes | None = None) -> None:
+    """Publish one raw record and wait for the broker's acknowledgement."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def reader(bootstrap: str, *topics: str) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer without a group that reads topics from the beginning."""
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def wait_for_records(
+    bootstrap: str,
+    topic: str,
+    match: Callable[[ConsumerRecord[bytes, bytes]], bool],
+    *,
+    count: int = 1,
+    timeout: float = 60.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read topic from the start until count matching records arrived, or fail on timeout."""
+    found: list[ConsumerRecord[bytes, bytes]] = []
+    async with reader(bootstrap, topic) as consumer:
+        deadline = time.monotonic() + timeout
+        while len(found) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{len(found)}/{count} matching records on {topic} in {timeout} s")
+            batch = await consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000))
+            for records in batch.values():
+                found.extend(r for r in records if match(r))
+    return found
+
+
+def unique(prefix: str) -> str:
+    """Return an id no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class RunningService:
+    """A service process started by a test."""
+
+    name: str
+    process: ManagedProcess
+    url: str
+
+
+def start_service(
+    name: str, infra: Infra, env: Mapping[str, str] | None = None, timeout: float = 60.0
+) -> RunningService:
+    """Start `python -m services.<name>` against the test infrastructure and wait for /health."""
+    port = free_port()
+    full_env = dict(os.environ)
+    full_env.update(
+        {
+            "KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+            "REDIS_URL": infra.redis_url,
+            f"{name.upper()}_HTTP_PORT": str(port),
+            **(env or {}),
+        }
+    )
+    log = infra.data_dir / "logs" / f"{name}-{port}.log"
+    proc = spawn(name, [sys.executable, "-m", f"services.{name}"], log, full_env)
+    url = f"http://127.0.0.1:{port}"
+    _wait_healthy(proc, url, timeout)
+    return RunningService(name, proc, url)
+
+
+def _wait_healthy(proc: ManagedProcess, url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if proc.proc.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited: {proc.log.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(f"{url}/health").status_code == 200:
+                    return
+            time.sleep(0.2)
+    proc.stop()
+    raise TimeoutError(f"{proc.name} not healthy in {timeout} s: {proc.log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def running(name: str, infra: Infra, env: Mapping[str, str] | None = None) -> Iterator[RunningService]:
+    """Run a service for the duration of a with-block."""
+    svc = start_service(name, infra, env)
+    try:
+        yield svc
+    finally:
+        svc.process.stop()
+
+
+def run(coro: object) -> object:
+    """Run a coroutine from sync test code."""
+    return asyncio.run(coro)  # type: ignore[arg-type]
