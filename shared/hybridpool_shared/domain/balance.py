@@ -40,3 +40,33 @@ def balance_prices(cop: FloatArray, gas_heat_price: FloatArray, adders: FloatArr
     """Vectorised balance prices (EUR/MWh) for arrays that broadcast (sites × quarters)."""
     result: FloatArray = cop * gas_heat_price - adders
     return result
+
+
+def gas_heat_price(
+    gas_price_per_m3: FloatArray, kwh_per_m3: FloatArray, boiler_efficiency: FloatArray
+) -> FloatArray:
+    """Vectorised cost of one MWh of boiler heat (currency per MWh) from gas price per m³."""
+    result: FloatArray = gas_price_per_m3 / (kwh_per_m3 * boiler_efficiency) * 1000.0
+    return result
+
+
+def heat_pump_preferred(spot: FloatArray, balance: FloatArray) -> npt.NDArray[np.bool_]:
+    """Return True where the heat pump is cheaper: the spot price is below the balance price."""
+    result: npt.NDArray[np.bool_] = spot < balance
+    return result
+
+
+def saving_per_mwh_heat(spot: FloatArray, balance: FloatArray, cop: FloatArray) -> FloatArray:
+    """Return what the cheaper source saves per MWh of heat: |balance − spot| / COP.
+
+    One MWh of heat takes 1/COP MWh of electricity, so the spot-price gap scales by 1/COP.
+    """
+    result: FloatArray = np.abs(balance - spot) / cop
+    return result
+
+
+def implied_tariff(cop: FloatArray, balance: FloatArray) -> tuple[float, float]:
+    """Return (gas heat price, adders) that best explain balance prices given COPs (least squares)."""
+    design = np.column_stack([cop, -np.ones_like(cop)])
+    (gas_heat, adders), *_ = np.linalg.lstsq(design, balance, rcond=None)
+    return float(gas_heat), float(adders)
