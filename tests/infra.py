@@ -43,7 +43,10 @@ async def produce(bootstrap: str, topic: str, value: bytes, key: bytes | None = 
 async def reader(bootstrap: str, *topics: str) -> AsyncIterator[AIOKafkaConsumer]:
     """A consumer without a group that reads topics from the beginning."""
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
     await consumer.start()

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from hybridpool_shared.topics import TopicSpec
 
 from hybridpool_cli.procs import child_preexec
+from hybridpool_shared.topics import TopicSpec
 
 START_TIMEOUT_S = 20.0
 

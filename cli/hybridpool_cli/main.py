@@ -12,13 +12,13 @@ from typing import Annotated
 
 import httpx
 import typer
-from hybridpool_shared.topics import all_topics
 from rich.console import Console
 from rich.table import Table
 
 from hybridpool_cli import supervisor
 from hybridpool_cli.commands import register_all
 from hybridpool_cli.infra import ManagedProcess, infrastructure
+from hybridpool_shared.topics import all_topics
 
 app = typer.Typer(
     help="HybridPool: pool hybrid heat pumps into Nordic flexibility markets.", no_args_is_help=True

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
-from hybridpool_shared.settings import INFRA_FILE_ENV
 
 from hybridpool_cli.infra import Infrastructure, ManagedProcess, free_port, spawn
+from hybridpool_shared.settings import INFRA_FILE_ENV
 
 SERVICES: tuple[str, ...] = (
     "registry",

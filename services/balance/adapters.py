@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+
 from hybridpool_shared.messages import SiteMasterDataChanged
 
 SITES_KEY = "balance:sites"

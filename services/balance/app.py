@@ -8,7 +8,6 @@ from hybridpool_shared import topics
 from hybridpool_shared.messages import DayAheadPriceIngested, SiteMasterDataChanged
 from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service, build_service, serve, skeleton_handler
-
 from services.balance.adapters import SiteView
 from services.balance.domain import balance_for_price, tariff_for
 from services.balance.settings import BalanceSettings

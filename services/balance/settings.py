@@ -1,8 +1,9 @@
 """Settings of the balance service."""
 
-from hybridpool_shared.settings import ServiceSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from hybridpool_shared.settings import ServiceSettings
 
 
 class BalanceSettings(ServiceSettings):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from hybridpool_shared import topics
 from hybridpool_shared.runtime import Service, build_service, serve, skeleton_handler
-
 from services.dispatch.settings import DispatchSettings
 
 

@@ -1,7 +1,8 @@
 """Settings of the site_sim service."""
 
-from hybridpool_shared.settings import ServiceSettings
 from pydantic_settings import SettingsConfigDict
+
+from hybridpool_shared.settings import ServiceSettings
 
 
 class SiteSimSettings(ServiceSettings):

@@ -80,7 +80,7 @@ class DeadLetterSink:
             source_partition=record.partition,
             source_offset=record.offset,
             source_key_b64=base64.b64encode(record.key).decode() if record.key else None,
-            consumer_group=self.group_id,
+            consumer_group=f"{self.group_id}.{record.topic}",
             error_kind=kind,
             error=error[:8000],
             payload_b64=base64.b64encode(value).decode(),

@@ -99,6 +99,7 @@ def _make_broker(name: str, settings: ServiceSettings, metrics: ServiceMetrics) 
         acks="all",
         enable_idempotence=settings.kafka_idempotence,
         graceful_timeout=10.0,
+        log_level=logging.DEBUG,  # per-message "Received/Processed" lines only when debugging
         middlewares=(KafkaPrometheusMiddleware(registry=metrics.registry, app_name=name),),
         description=f"hybridpool {name}",
     )
@@ -126,7 +127,7 @@ def _lifespan(
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await service.broker.start()
+        await _start_broker(service.broker)
         for hook in service.on_start:
             await hook()
         tasks: list[asyncio.Task[None]] = [
@@ -144,6 +145,19 @@ def _lifespan(
             LOGGER.info("%s stopped", service.name)
 
     return lifespan
+
+
+async def _start_broker(broker: KafkaBroker) -> None:
+    """Start the broker with its subscribers joining their groups concurrently.
+
+    KafkaBroker.start() starts subscribers one by one and each group join takes seconds,
+    so a service with five subscriptions would need half a minute to become healthy.
+    """
+    await broker.connect()
+    await asyncio.gather(*(sub.start() for sub in broker.subscribers))
+    for pub in broker.publishers:
+        await pub.start()
+    broker.running = True
 
 
 def serve(service: Service) -> None:

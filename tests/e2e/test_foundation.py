@@ -102,7 +102,8 @@ async def test_day_ahead_price_becomes_balance_prices(
         await broker.stop()
 
     records = await wait_for_records(
-        infra.kafka_bootstrap, topics.SITES_BALANCE_PRICE.name,
+        infra.kafka_bootstrap,
+        topics.SITES_BALANCE_PRICE.name,
         lambda r: json.loads(r.value)["site_id"] == site_id,
     )
     result = BalancePriceComputed.from_json_bytes(records[0].value)
@@ -114,8 +115,9 @@ async def test_day_ahead_price_becomes_balance_prices(
 
 def _consumed_topics(svc: RunningService) -> list[str]:
     doc = httpx.get(f"{svc.url}/asyncapi.json", timeout=5).json()
-    return sorted(op["channel"]["$ref"].split("/")[-1]
-                  for op in doc["operations"].values() if op["action"] == "receive")
+    return sorted(
+        op["channel"]["$ref"].split("/")[-1] for op in doc["operations"].values() if op["action"] == "receive"
+    )
 
 
 def _dead_letters(svc: RunningService, topic: str) -> float:
@@ -144,7 +146,8 @@ async def test_every_consumed_topic_dead_letters_malformed_input(
     for name, topic in pairs:
         group = f"hybridpool.{name}.{topic}"
         records = await wait_for_records(
-            infra.kafka_bootstrap, f"{topic}.dlq",
+            infra.kafka_bootstrap,
+            f"{topic}.dlq",
             lambda r, g=group: marker.encode() in r.value and json.loads(r.value)["consumer_group"] == g,
         )
         letter = DeadLettered.from_json_bytes(records[0].value)
