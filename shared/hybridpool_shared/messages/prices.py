@@ -28,6 +28,10 @@ class _PriceBase(IntervalMessage):
     expanded_from_hourly: bool = Field(
         default=False, description="True when an hourly price was repeated over its quarters."
     )
+    corrects_previous: bool = Field(
+        default=False,
+        description="True when this replaces an earlier, different value published for the same key.",
+    )
 
     def kafka_key(self) -> bytes:
         """Key on area, product, direction and the UTC start: the upsert identity."""

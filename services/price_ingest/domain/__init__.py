@@ -1,0 +1,1 @@
+"""Pure price-ingest logic: dataset catalogue, normalisation, upserts, schedules, sample shapes."""
