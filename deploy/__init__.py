@@ -1,0 +1,1 @@
+"""Deployment descriptions and the scripts that render and check them."""

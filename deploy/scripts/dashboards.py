@@ -1,0 +1,399 @@
+"""The Grafana dashboards as data: a few panel builders and the two dashboards (pool, services).
+
+Rendered to deploy/grafana/dashboards/*.json (provisioned in compose) and into a ConfigMap for
+Kubernetes by deploy/scripts/render.py. Every query uses only metrics the services register
+(or the Kafka exporter's consumer lag); tests/unit/test_deploy_monitoring.py checks that.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+WIDTH = 24
+
+
+@dataclass(frozen=True)
+class Query:
+    """One PromQL query of a panel and how its series are named in the legend."""
+
+    expr: str
+    legend: str = ""
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A time series or stat panel of a given width (of 24) and height."""
+
+    title: str
+    queries: tuple[Query, ...]
+    unit: str = "short"
+    kind: str = "timeseries"
+    width: int = 12
+    height: int = 8
+    description: str = ""
+    thresholds: tuple[tuple[float | None, str], ...] = field(default=((None, "green"),))
+
+
+@dataclass(frozen=True)
+class Row:
+    """A titled row that groups the panels below it."""
+
+    title: str
+    panels: tuple[Panel, ...]
+
+
+def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
+    targets = [
+        {"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": q.expr, "legendFormat": q.legend}
+        for i, q in enumerate(panel.queries)
+    ]
+    steps = [{"value": value, "color": color} for value, color in panel.thresholds]
+    return {
+        "id": panel_id,
+        "type": panel.kind,
+        "title": panel.title,
+        "description": panel.description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
+        "targets": targets,
+        "fieldConfig": {
+            "defaults": {"unit": panel.unit, "thresholds": {"mode": "absolute", "steps": steps}},
+            "overrides": [],
+        },
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}}
+        if panel.kind == "timeseries"
+        else {"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "background"},
+    }
+
+
+def dashboard(uid: str, title: str, rows: tuple[Row, ...], description: str) -> dict[str, Any]:
+    """Return a Grafana dashboard (schema 39) laying out rows of panels left to right."""
+    panels: list[dict[str, Any]] = []
+    y = 0
+    panel_id = 1
+    for row in rows:
+        panels.append(
+            {
+                "id": panel_id,
+                "type": "row",
+                "title": row.title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": WIDTH, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
+        panel_id += 1
+        y += 1
+        x = 0
+        row_height = 0
+        for panel in row.panels:
+            if x + panel.width > WIDTH:
+                x, y, row_height = 0, y + row_height, 0
+            panels.append(_panel_json(panel, panel_id, x, y))
+            panel_id += 1
+            x += panel.width
+            row_height = max(row_height, panel.height)
+        y += row_height
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["hybridpool"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {"list": []},
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
+def to_json(board: dict[str, Any]) -> str:
+    """Return a dashboard as stable, human-diffable JSON."""
+    return json.dumps(board, indent=2, ensure_ascii=False) + "\n"
+
+
+def _rate(metric: str, selector: str, by: str, window: str = "5m") -> str:
+    return f"sum by ({by}) (rate({metric}{{{selector}}}[{window}]))"
+
+
+def _p(quantile: float, metric: str, selector: str, by: str = "le") -> str:
+    return f"histogram_quantile({quantile}, sum by ({by}) (rate({metric}_bucket{{{selector}}}[5m])))"
+
+
+RED_GREEN = ((None, "red"), (1.0, "green"))
+
+POOL = dashboard(
+    "hybridpool-pool",
+    "HybridPool — pool",
+    (
+        Row(
+            "Capacity and telemetry",
+            (
+                Panel(
+                    "Telemetry readings processed",
+                    (
+                        Query(
+                            _rate(
+                                "hybridpool_messages_processed_total", 'topic="sites.telemetry"', "service"
+                            ),
+                            "{{service}}",
+                        ),
+                    ),
+                    unit="reqps",
+                    description="Readings from the sites per second, by consuming service.",
+                ),
+                Panel(
+                    "Quarter-hour aggregates published",
+                    (
+                        Query(
+                            _rate(
+                                "faststream_published_messages_total",
+                                'destination="sites.telemetry.quarter"',
+                                "app_name",
+                            ),
+                            "{{app_name}}",
+                        ),
+                    ),
+                    unit="reqps",
+                ),
+            ),
+        ),
+        Row(
+            "Activations and reaction",
+            (
+                Panel(
+                    "Activations received by dispatch (1 h)",
+                    (
+                        Query(
+                            'sum(increase(hybridpool_messages_processed_total{service="dispatch",'
+                            ' topic="market.activations"}[1h]))',
+                            "activations",
+                        ),
+                    ),
+                    kind="stat",
+                    width=6,
+                ),
+                Panel(
+                    "Commands sent to sites",
+                    (
+                        Query(
+                            _rate(
+                                "faststream_published_messages_total",
+                                'destination="dispatch.commands"',
+                                "app_name",
+                            ),
+                            "{{app_name}}",
+                        ),
+                    ),
+                    unit="reqps",
+                    width=9,
+                ),
+                Panel(
+                    "Dispatch handling time (p50 / p95)",
+                    (
+                        Query(
+                            _p(
+                                0.5,
+                                "faststream_received_processed_messages_duration_seconds",
+                                'app_name="dispatch"',
+                            ),
+                            "p50",
+                        ),
+                        Query(
+                            _p(
+                                0.95,
+                                "faststream_received_processed_messages_duration_seconds",
+                                'app_name="dispatch"',
+                            ),
+                            "p95",
+                        ),
+                    ),
+                    unit="s",
+                    width=9,
+                    description="Time dispatch takes per consumed message, activations included.",
+                ),
+            ),
+        ),
+        Row(
+            "Prices and bids",
+            (
+                Panel(
+                    "Prices ingested",
+                    (
+                        Query(
+                            _rate(
+                                "faststream_published_messages_total",
+                                'app_name="price_ingest"',
+                                "destination",
+                            ),
+                            "{{destination}}",
+                        ),
+                    ),
+                    unit="reqps",
+                ),
+                Panel(
+                    "Plans and bids published",
+                    (
+                        Query(
+                            _rate("faststream_published_messages_total", 'app_name="bidding"', "destination"),
+                            "{{destination}}",
+                        ),
+                    ),
+                    unit="reqps",
+                ),
+            ),
+        ),
+        Row(
+            "Service health",
+            (
+                Panel(
+                    "Services up",
+                    (Query('up{job="hybridpool"}', "{{service}}"),),
+                    kind="stat",
+                    width=24,
+                    height=4,
+                    thresholds=RED_GREEN,
+                ),
+            ),
+        ),
+    ),
+    "The pool at a glance: telemetry, activations and reaction, prices and bids, service health.",
+)
+
+SERVICES = dashboard(
+    "hybridpool-services",
+    "HybridPool — services",
+    (
+        Row(
+            "Health",
+            (
+                Panel(
+                    "Scrape up",
+                    (Query('up{job="hybridpool"}', "{{service}} {{instance}}"),),
+                    kind="stat",
+                    width=12,
+                    height=5,
+                    thresholds=RED_GREEN,
+                ),
+                Panel(
+                    "Service up (self-reported)",
+                    (Query("sum by (service) (hybridpool_service_up)", "{{service}}"),),
+                    kind="stat",
+                    width=12,
+                    height=5,
+                    thresholds=RED_GREEN,
+                ),
+            ),
+        ),
+        Row(
+            "Throughput and failures",
+            (
+                Panel(
+                    "Messages processed",
+                    (
+                        Query(
+                            _rate("hybridpool_messages_processed_total", "", "service, topic"),
+                            "{{service}} {{topic}}",
+                        ),
+                    ),
+                    unit="reqps",
+                ),
+                Panel(
+                    "Dead letters",
+                    (
+                        Query(
+                            _rate("hybridpool_dead_letters_total", "", "service, topic, reason"),
+                            "{{service}} {{topic}} {{reason}}",
+                        ),
+                    ),
+                    unit="reqps",
+                ),
+                Panel(
+                    "Retries",
+                    (
+                        Query(
+                            _rate("hybridpool_message_retries_total", "", "service, topic"),
+                            "{{service}} {{topic}}",
+                        ),
+                    ),
+                    unit="reqps",
+                ),
+                Panel(
+                    "Handler exceptions",
+                    (
+                        Query(
+                            _rate(
+                                "faststream_received_processed_messages_exceptions_total",
+                                "",
+                                "app_name, exception_type",
+                            ),
+                            "{{app_name}} {{exception_type}}",
+                        ),
+                    ),
+                    unit="reqps",
+                ),
+            ),
+        ),
+        Row(
+            "Latency and lag",
+            (
+                Panel(
+                    "Handler time p95",
+                    (
+                        Query(
+                            _p(
+                                0.95,
+                                "faststream_received_processed_messages_duration_seconds",
+                                "",
+                                "le, app_name",
+                            ),
+                            "{{app_name}}",
+                        ),
+                    ),
+                    unit="s",
+                ),
+                Panel(
+                    "Consumer lag",
+                    (
+                        Query(
+                            "sum by (consumergroup, topic) "
+                            '(kafka_consumergroup_lag{consumergroup=~"hybridpool[.].+"})',
+                            "{{consumergroup}}",
+                        ),
+                    ),
+                    description="Messages not yet consumed per group (Kafka exporter).",
+                ),
+                Panel(
+                    "Messages in process",
+                    (
+                        Query(
+                            "sum by (app_name) (faststream_received_messages_in_process)",
+                            "{{app_name}}",
+                        ),
+                    ),
+                ),
+                Panel(
+                    "Publish time p95",
+                    (
+                        Query(
+                            _p(0.95, "faststream_published_messages_duration_seconds", "", "le, app_name"),
+                            "{{app_name}}",
+                        ),
+                    ),
+                    unit="s",
+                ),
+            ),
+        ),
+    ),
+    "Every service: up, throughput, dead letters, retries, handler latency, consumer lag.",
+)
+
+ALL: dict[str, dict[str, Any]] = {"pool": POOL, "services": SERVICES}
