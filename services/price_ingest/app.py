@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import time
 
 from hybridpool_shared import topics
 from hybridpool_shared.runtime import Service, build_service, serve
@@ -39,10 +40,12 @@ def build(settings: PriceIngestSettings) -> Service:
     )
     # Produces only; its inputs arrive over HTTP or from files.
     metrics = IngestMetrics(service.metrics.registry)
-    store = PriceStore(service.redis, settings.curve_retention())
+    store = PriceStore(service.redis, settings.curve_retention(), settings.redis_namespace)
     ingestor = Ingestor(service.broker, store, metrics, settings.ingest_options())
     source = make_source(settings, metrics)
-    scheduler = Scheduler(ingestor, source, settings)
+    # Replaying, "tomorrow" is known at once: downstream services always see today and tomorrow.
+    publish_at = time(0, 0) if settings.source == "replay" else None
+    scheduler = Scheduler(ingestor, source, settings, publish_at=publish_at)
     add_routes(service.api, store)
 
     async def replay_history() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 
 from hybridpool_shared.timeutil import local_day_bounds, utc_now
 from services.price_ingest.domain.datasets import DATASETS, TopicKind, plan_datasets
@@ -32,11 +32,13 @@ class Scheduler:
         source: RecordSource,
         settings: PriceIngestSettings,
         clock: Callable[[], datetime] = utc_now,
+        publish_at: time | None = None,
     ) -> None:
         self.ingestor = ingestor
         self.source = source
         self.settings = settings
         self.clock = clock
+        self.publish_at = publish_at or settings.day_ahead_publish_local_time
         self.complete_days: set[date] = set()
 
     async def ingest_day(self, kind: TopicKind, day: date) -> list[IngestResult]:
@@ -58,7 +60,7 @@ class Scheduler:
     async def day_ahead_once(self) -> float:
         """Ingest due day-ahead days not yet complete; return seconds until the next attempt."""
         now = self.clock()
-        due = day_ahead_days_due(now, self.settings.day_ahead_publish_local_time)
+        due = day_ahead_days_due(now, self.publish_at)
         self.complete_days &= set(due)
         for day in due:
             if day in self.complete_days:
@@ -69,9 +71,7 @@ class Scheduler:
                 LOGGER.info("day-ahead prices for %s not complete yet", day)
         if not set(due) <= self.complete_days:
             return self.settings.day_ahead_retry_s
-        return min(
-            MAX_IDLE_S, seconds_until_next_publication(now, self.settings.day_ahead_publish_local_time)
-        )
+        return min(MAX_IDLE_S, seconds_until_next_publication(now, self.publish_at))
 
     async def imbalance_once(self) -> float:
         """Ingest the recent imbalance / mFRR energy window; return seconds until the next poll."""

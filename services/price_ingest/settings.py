@@ -48,6 +48,8 @@ class PriceIngestSettings(ServiceSettings):
     imbalance_poll_s: float = Field(default=300.0, gt=0)
     imbalance_lookback_h: float = Field(default=6.0, gt=0)
     reserve_poll_s: float = Field(default=6 * 3600.0, gt=0, description="Capacity auctions: today+tomorrow.")
+    redis_namespace: str = Field(default="", description="Prefix of every Redis key this service writes.")
+    backfill_window_days: int = Field(default=7, ge=1, le=31, description="Days per backfill request.")
     curve_retention_days: int = Field(default=62, ge=1, description="Redis curve length before its newest.")
 
     def client_config(self) -> ClientConfig:

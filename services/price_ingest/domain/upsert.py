@@ -52,10 +52,18 @@ class UpsertPlan:
 
 
 def plan_upserts(keyed: list[tuple[bytes, str]], published: Mapping[bytes, str]) -> UpsertPlan:
-    """Plan a batch of (key, fingerprint) against the published fingerprints; later wins within a batch."""
+    """Plan a batch of (key, fingerprint) against the published fingerprints; later wins within a batch.
+
+    A key whose last value in the batch is already published is left alone, so a source that repeats
+    a key with two values does not flip the topic back and forth on every re-ingest.
+    """
+    last = dict(keyed)
     known = dict(published)
     plan = UpsertPlan()
     for key, fp in keyed:
+        if known.get(key) == last[key] and key in published:
+            plan.unchanged += 1
+            continue
         decision = decide(known.get(key), fp)
         if decision is Decision.UNCHANGED:
             plan.unchanged += 1
