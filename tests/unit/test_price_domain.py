@@ -15,7 +15,7 @@ from services.price_ingest.domain.schedule import (
     seconds_until_next_publication,
     split_by_local_day,
 )
-from services.price_ingest.domain.shift import complete_days, index_by_local_day, shift_day
+from services.price_ingest.domain.shift import choose_sample_day, complete_days, index_by_local_day, shift_day
 from services.price_ingest.domain.synthetic import SampleMarket, sample_records
 from services.price_ingest.domain.upsert import Decision, decide, fingerprint, plan_upserts
 
@@ -208,3 +208,11 @@ def test_shifting_a_sample_day_fills_every_quarter_of_the_target_day(target: dat
     out = normalise(dataset, shifted, CTX)
     assert out.rejections == []
     assert len({p.kafka_key() for p in out.prices if p.area == "DK1"}) == count
+
+
+def test_sample_day_matches_the_target_days_length_before_its_weekday() -> None:
+    samples = [date(2026, 3, 29), date(2026, 1, 18), date(2026, 1, 14), date(2025, 10, 26)]
+    assert choose_sample_day(date(2026, 11, 22), samples) == date(2026, 1, 18)  # a 96-quarter Sunday
+    assert choose_sample_day(date(2027, 3, 28), samples) == date(2026, 3, 29)  # spring DST day
+    assert choose_sample_day(date(2026, 10, 25), samples) == date(2025, 10, 26)  # autumn DST day
+    assert choose_sample_day(date(2026, 11, 25), samples) == date(2026, 1, 14)  # a Wednesday

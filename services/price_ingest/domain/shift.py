@@ -53,12 +53,14 @@ def complete_days(dataset: Dataset, days: dict[date, SampleDay]) -> list[date]:
 
 
 def choose_sample_day(target: date, candidates: Iterable[date]) -> date:
-    """Pick the most recent sample day with the target's weekday, else the most recent day."""
+    """Pick a sample day of the same length (92/96/100 quarters) as the target, preferring its weekday."""
     ordered = sorted(candidates)
     if not ordered:
         raise ValueError("no sample days to replay from")
-    same_weekday = [d for d in ordered if d.weekday() == target.weekday()]
-    return (same_weekday or ordered)[-1]
+    length = expected_intervals(target, 15)
+    same_length = [d for d in ordered if expected_intervals(d, 15) == length] or ordered
+    same_weekday = [d for d in same_length if d.weekday() == target.weekday()]
+    return (same_weekday or same_length)[-1]
 
 
 def shift_day(dataset: Dataset, sample: SampleDay, target: date) -> list[dict[str, Any]]:
