@@ -1,0 +1,1 @@
+"""Benchmarks: they print medians and ratios; performance targets live here, not in unit tests."""
