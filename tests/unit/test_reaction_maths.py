@@ -46,7 +46,9 @@ def test_switch_on_half_after_four_minutes_stable_after_thirteen() -> None:
     samples = _series(lambda t: 0.0 if t <= 0 else 2.0 * (1 - math.exp(-t / tau)), minutes=25)
     r = measure_reaction(T0, 0.0, 2.0, samples, site_noise_kw=0.02, give_up_after=timedelta(minutes=25))
     assert r.reached_50_at == T0 + timedelta(seconds=240)
-    assert r.reached_90_at is not None and timedelta(minutes=12) < r.reached_90_at - T0 < timedelta(minutes=14)
+    assert r.reached_90_at is not None and timedelta(minutes=12) < r.reached_90_at - T0 < timedelta(
+        minutes=14
+    )
     assert r.stable_at is not None and r.stable_at > r.reached_50_at
 
 
@@ -113,7 +115,9 @@ def test_fcr_n_checks_63_percent_in_60_s_and_full_in_150_and_180() -> None:
 
 
 def test_shortfall_reason_is_reported_first() -> None:
-    facts = ActivationFacts("a1", "mfrr_energy", "up", 1000, T0, T0 + timedelta(minutes=15), shortfall_reason="x")
+    facts = ActivationFacts(
+        "a1", "mfrr_energy", "up", 1000, T0, T0 + timedelta(minutes=15), shortfall_reason="x"
+    )
     rep = activation_report(facts, _ramp(10_000))
     assert rep.reasons[0] == "x" and not rep.compliant
     assert rep.curve_csv().splitlines()[0] == "at_utc,seconds_since_start,delivered_kw,requested_kw"

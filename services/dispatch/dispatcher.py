@@ -1,0 +1,597 @@
+"""Dispatch use cases: activations in, commands out, acks and telemetry folded into loops and reactions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from hybridpool_shared import topics
+from hybridpool_shared.domain.reaction import ActivationFacts, ActivationReport, activation_report, noise_kw
+from hybridpool_shared.messages import (
+    BalancePriceComputed,
+    CommandAcknowledged,
+    Direction,
+    FrequencyMeasured,
+    Message,
+    PoolActivated,
+    ReactionMeasured,
+    ReserveProduct,
+    SgReadyState,
+    SiteMasterDataChanged,
+    SitePlanComputed,
+    SwitchHeatPump,
+    TelemetryReported,
+)
+from hybridpool_shared.messages.dispatch import MAX_BLOCK
+from hybridpool_shared.sitestate import STATE_INDEX_KEY, SiteLiveState, state_key
+from hybridpool_shared.topics import TopicSpec
+from services.dispatch.adapters import ClaimRequest, CommandLog, ProfileStore, ReportStore, SafetyStore
+from services.dispatch.domain.controller import Action, ActivationLoop, LoopConfig, Release, Resend, Switch
+from services.dispatch.domain.fleet import Fleet, Unit
+from services.dispatch.domain.plan import planned_state
+from services.dispatch.domain.products import FREQUENCY_PRODUCTS, ActivationSpec
+from services.dispatch.domain.tracking import ReactionTracker, Tracked
+from services.dispatch.metrics import DispatchMetrics
+from services.dispatch.settings import DispatchSettings
+
+LOGGER = logging.getLogger(__name__)
+Publish = Callable[[TopicSpec, Message], Awaitable[None]]
+PLAN_OWNER = "plan"
+RELEASE_LEASE_S = 3600.0
+BLOCK_LEASE_MARGIN_S = 60.0
+TRACKER_EVERY_S = 5.0
+PLAN_EVERY_S = 15.0
+CAPACITY_EVERY_S = 5.0
+ACTIVATION_PRODUCTS = {
+    "fcr-n": ReserveProduct.FCR_N,
+    "fcr_n": ReserveProduct.FCR_N,
+    "fcr-d-up": ReserveProduct.FCR_D_UP,
+    "fcr-d-down": ReserveProduct.FCR_D_DOWN,
+    "mfrr": ReserveProduct.MFRR_ENERGY,
+    "mfrr_energy": ReserveProduct.MFRR_ENERGY,
+}
+
+
+def _dt(at_s: float) -> datetime:
+    return datetime.fromtimestamp(at_s, tz=UTC)
+
+
+def new_command_id() -> str:
+    """Return a fresh, globally unique command id."""
+    return "cmd-" + uuid.uuid4().hex[:24]
+
+
+@dataclass
+class SentCommand:
+    """A command kept for re-sending until acknowledged or its lease ends."""
+
+    message: SwitchHeatPump
+    owner: str
+    acked: bool = False
+
+
+class Dispatcher:
+    """All dispatch state of one worker; I/O through Redis stores and the publish function."""
+
+    def __init__(
+        self,
+        settings: DispatchSettings,
+        redis: aioredis.Redis,
+        publish: Publish,
+        metrics: DispatchMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.publish = publish
+        self.metrics = metrics
+        self.clock = clock
+        prefix = settings.key_prefix
+        self.safety = SafetyStore(redis, prefix)
+        self.log = CommandLog(redis, prefix, settings.log_max_len)
+        self.profiles = ProfileStore(redis, prefix)
+        self.reports = ReportStore(redis, prefix)
+        self.fleet = Fleet()
+        self.loops: dict[str, ActivationLoop] = {}
+        self.final: dict[str, ActivationReport] = {}
+        self.frequency_hz: float | None = None
+        self.tracker = ReactionTracker(
+            timedelta(seconds=settings.reaction_give_up_s),
+            timedelta(seconds=settings.reaction_stable_window_s),
+        )
+        self.sent: dict[str, SentCommand] = {}
+        self.plans: dict[str, SitePlanComputed] = {}
+        self.plan_applied: dict[str, tuple[datetime, SgReadyState]] = {}
+        self.lock = asyncio.Lock()
+        self._sem = asyncio.Semaphore(settings.publish_concurrency)
+        self._last: dict[str, float] = {}
+
+    def loop_config(self) -> LoopConfig:
+        """Return the closed-loop configuration from settings."""
+        s = self.settings
+        return LoopConfig(
+            ack_timeout_s=s.ack_timeout_s,
+            max_resends=s.max_resends,
+            first_change_deadline_up_s=s.first_change_deadline_up_s,
+            first_change_deadline_down_s=s.first_change_deadline_down_s,
+            settle_up_s=s.settle_up_s,
+            settle_down_s=s.settle_down_s,
+            margin=s.margin,
+            spare_share=s.spare_share,
+            release_stagger_slots=s.release_stagger_slots,
+            release_stagger_step_s=s.release_stagger_step_s,
+            lease_grace_s=s.lease_grace_s,
+        )
+
+    # --- inputs ------------------------------------------------------------------------------------
+
+    async def load_live_state(self) -> int:
+        """Seed the fleet from the telemetry service's live states in Redis; return how many."""
+        members: set[Any] = await self.redis.smembers(STATE_INDEX_KEY)
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in members]
+        pipe = self.redis.pipeline(transaction=False)
+        for site in ids:
+            pipe.hgetall(state_key(site))
+        for raw in await pipe.execute():
+            if raw and self.serves(SiteLiveState.from_redis(raw).site_id):
+                self._apply_live(SiteLiveState.from_redis(raw))
+        return len(ids)
+
+    def _apply_live(self, st: SiteLiveState) -> None:
+        self.fleet.observe(st.site_id, st.measured_at.timestamp(), st.electric_power_kw, st.hp_running)
+        u = self.fleet.unit(st.site_id)
+        if st.running_since is not None:
+            u.running_since_s = st.running_since.timestamp()
+        if st.stopped_since is not None:
+            u.stopped_since_s = st.stopped_since.timestamp()
+
+    async def on_activation(self, msg: PoolActivated, *, follow_frequency: bool | None = None) -> None:
+        """Start serving an activation (idempotent per activation_id) and dispatch its first units at once."""
+        if msg.activation_id in self.loops or msg.activation_id in self.final:
+            return
+        if await self.reports.get(msg.activation_id) is not None:
+            return
+        follow = msg.product in FREQUENCY_PRODUCTS if follow_frequency is None else follow_frequency
+        spec = ActivationSpec(
+            msg.activation_id,
+            msg.product,
+            msg.direction,
+            msg.power_mw * 1000.0,
+            msg.start.timestamp(),
+            msg.end.timestamp(),
+            follow_frequency=follow,
+        )
+        self.loops[msg.activation_id] = ActivationLoop(spec, self.loop_config())
+        self.metrics.activations_active.set(len(self.loops))
+        LOGGER.info(
+            "activation %s: %s %s %.1f MW", msg.activation_id, msg.product, msg.direction, msg.power_mw
+        )
+        async with self.lock:
+            await self._step_loop(self.loops[msg.activation_id], self.clock())
+
+    def test_activation(
+        self, product: str, direction: Direction, mw: float, duration_s: float
+    ) -> PoolActivated:
+        """Return a prequalification-style step activation starting now (not frequency-following)."""
+        if product not in ACTIVATION_PRODUCTS:
+            raise ValueError(f"unknown product {product!r}; use one of {sorted(ACTIVATION_PRODUCTS)}")
+        now = self.clock()
+        return PoolActivated(
+            activation_id="test-" + uuid.uuid4().hex[:12],
+            product=ACTIVATION_PRODUCTS[product],
+            direction=direction,
+            power_mw=mw,
+            start=_dt(now),
+            end=_dt(now + duration_s),
+            requested_at=_dt(now),
+        )
+
+    def serves(self, site_id: str) -> bool:
+        """Return True if this worker's pool includes the site."""
+        return site_id.startswith(self.settings.site_prefix)
+
+    def on_frequency(self, msg: FrequencyMeasured) -> None:
+        """Remember the latest grid frequency (FCR targets follow it)."""
+        self.frequency_hz = msg.frequency_hz
+
+    def on_plan(self, msg: SitePlanComputed) -> None:
+        """Keep a site's latest plan."""
+        if self.serves(msg.site_id):
+            self.plans[msg.site_id] = msg
+
+    def on_master(self, msg: SiteMasterDataChanged) -> None:
+        """Apply master data: rated power, min run, lock-out; forget deleted sites."""
+        if not self.serves(msg.site_id):
+            return
+        if msg.deleted:
+            self.fleet.remove(msg.site_id)
+            return
+        self.fleet.set_master(msg.site_id, msg.hp_electric_power_kw, msg.min_run_minutes, msg.lockout_minutes)
+
+    def on_price(self, msg: BalancePriceComputed) -> None:
+        """Apply a balance price if its interval is current (or the site has none yet)."""
+        if not self.serves(msg.site_id):
+            return
+        now = _dt(self.clock())
+        u = self.fleet.unit(msg.site_id)
+        if msg.interval_start <= now < msg.interval_end or u.balance_price_eur_per_mwh is None:
+            self.fleet.set_price(msg.site_id, msg.balance_price_eur_per_mwh)
+
+    def on_telemetry(self, readings: Sequence[TelemetryReported]) -> None:
+        """Fold readings into the fleet view and the open reaction measurements."""
+        for r in sorted(readings, key=lambda r: r.measured_at):
+            if not self.serves(r.site_id):
+                continue
+            self.fleet.observe(r.site_id, r.measured_at.timestamp(), r.electric_power_kw, r.hp_running)
+            self.tracker.on_reading(r.site_id, r.measured_at, r.electric_power_kw)
+
+    async def on_acks(self, acks: Sequence[CommandAcknowledged]) -> None:
+        """Record acknowledgements in loops, reactions, the log and the counters."""
+        entries = []
+        for ack in acks:
+            sent = self.sent.get(ack.command_id)
+            if sent is None or sent.acked:
+                continue
+            sent.acked = True
+            self.metrics.commands.labels(event="acked" if ack.accepted else "rejected").inc()
+            loop = self.loops.get(sent.owner)
+            if loop is not None:
+                loop.on_ack(
+                    ack.site_id, ack.command_id, ack.accepted, ack.reason, ack.acknowledged_at.timestamp()
+                )
+            self.tracker.on_ack(ack.command_id, ack.acknowledged_at)
+            entries.append(
+                {
+                    "event": "ack",
+                    "command_id": ack.command_id,
+                    "site_id": ack.site_id,
+                    "seq": ack.seq,
+                    "accepted": ack.accepted,
+                    "reason": ack.reason,
+                    "at": ack.acknowledged_at.isoformat(),
+                    "activation_id": sent.owner,
+                }
+            )
+        await self.log.append(entries)
+
+    # --- the periodic loop ---------------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """One pass: every activation's loop, leases, reactions, the plan, capacity gauges."""
+        now = self.clock()
+        async with self.lock:
+            for loop in list(self.loops.values()):
+                await self._step_loop(loop, now)
+            self._expire(now)
+            if self._due("tracker", now, TRACKER_EVERY_S):
+                await self._finish_reactions(now)
+            if self.settings.follow_plan and self._due("plan", now, PLAN_EVERY_S):
+                await self._follow_plan(now)
+            if self._due("capacity", now, CAPACITY_EVERY_S):
+                self._update_capacity(now)
+
+    def _due(self, name: str, now: float, every: float) -> bool:
+        if now - self._last.get(name, 0.0) >= every:
+            self._last[name] = now
+            return True
+        return False
+
+    async def _step_loop(self, loop: ActivationLoop, now: float) -> None:
+        actions = loop.step(now, self.fleet.units, self.frequency_hz)
+        await self._execute(loop, actions, now)
+        spec = loop.spec
+        if now >= spec.end_s and spec.activation_id not in self.final:
+            report = self.report(spec.activation_id)
+            if report is not None:
+                self.final[spec.activation_id] = report
+                await self.reports.put(report)
+                LOGGER.info(
+                    "activation %s %s: %s", spec.activation_id, report.verdict, "; ".join(report.reasons)
+                )
+        if loop.finished:
+            del self.loops[spec.activation_id]
+            self.metrics.activations_active.set(len(self.loops))
+
+    async def _execute(self, loop: ActivationLoop, actions: Sequence[Action], now: float) -> None:
+        switches = [a for a in actions if isinstance(a, Switch)]
+        releases = [a for a in actions if isinstance(a, Release)]
+        for a in actions:
+            if isinstance(a, Resend):
+                await self._resend(loop, a, now)
+        await self._switch(loop, switches, now)
+        await self._release(loop, releases, now)
+
+    def _lease_until(self, loop: ActivationLoop, unit: Unit, state: SgReadyState, now: float) -> float:
+        hold = unit.lockout_s if state is SgReadyState.BLOCK else unit.min_run_s
+        until = max(loop.spec.end_s, now + hold) + loop.config.lease_grace_s
+        until += loop.config.release_stagger_slots * loop.config.release_stagger_step_s
+        if state is SgReadyState.BLOCK:
+            until = min(until, now + MAX_BLOCK.total_seconds() - BLOCK_LEASE_MARGIN_S)
+        return until
+
+    async def _switch(self, loop: ActivationLoop, switches: Sequence[Switch], now: float) -> None:
+        if not switches:
+            return
+        owner = loop.spec.activation_id
+        requests, leases = [], []
+        for sw in switches:
+            u = self.fleet.unit(sw.site_id)
+            lease = self._lease_until(loop, u, sw.state, now)
+            leases.append(lease)
+            requests.append(
+                ClaimRequest(
+                    sw.site_id,
+                    "block" if sw.state is SgReadyState.BLOCK else "force_on",
+                    owner,
+                    new_command_id(),
+                    int(lease * 1000),
+                    int(u.min_run_s * 1000),
+                    int(u.lockout_s * 1000),
+                    int(u.free_from_s() * 1000),
+                )
+            )
+        results = await self.safety.claim(requests, int(now * 1000))
+        out: list[SwitchHeatPump] = []
+        for sw, req, res, lease in zip(switches, requests, results, leases, strict=True):
+            u = self.fleet.unit(sw.site_id)
+            if res.status < 0:
+                loop.on_refused(sw.site_id, res.reason, now)
+                self.metrics.commands.labels(event="refused").inc()
+                continue
+            loop.on_sent(sw, res.command_id, now, u.power_kw)
+            if res.status == 0:
+                continue  # another worker (or an earlier delivery) already switched this unit
+            msg = SwitchHeatPump(
+                command_id=req.command_id,
+                site_id=sw.site_id,
+                seq=res.seq,
+                sg_ready_state=sw.state,
+                issued_at=_dt(now),
+                valid_until=_dt(lease),
+                activation_id=owner,
+                reason=f"{loop.spec.product.value} {loop.spec.direction.value}"
+                + (f" replacing {sw.replaces}" if sw.replaces else ""),
+            )
+            out.append(msg)
+            expected = -u.power_kw if sw.state is SgReadyState.BLOCK else sw.expected_kw
+            self.tracker.start(
+                Tracked(
+                    msg.command_id, sw.site_id, owner, msg.issued_at, u.power_kw, expected, self._noise(u)
+                )
+            )
+        await self._publish_commands(out, owner)
+
+    def _noise(self, u: Unit) -> float:
+        return noise_kw(list(u.recent_power_kw))
+
+    async def _release(self, loop: ActivationLoop, releases: Sequence[Release], now: float) -> None:
+        if not releases:
+            return
+        owner = loop.spec.activation_id
+        requests = []
+        for rel in releases:
+            u = self.fleet.unit(rel.site_id)
+            requests.append(
+                ClaimRequest(
+                    rel.site_id,
+                    "release",
+                    owner,
+                    new_command_id(),
+                    int((now + RELEASE_LEASE_S) * 1000),
+                    int(u.min_run_s * 1000),
+                    int(u.lockout_s * 1000),
+                    0,
+                )
+            )
+        results = await self.safety.claim(requests, int(now * 1000))
+        out = []
+        for rel, req, res in zip(releases, requests, results, strict=True):
+            if res.status < 0:
+                continue  # not yet allowed: the loop asks again next tick
+            loop.on_released(rel.site_id, now)
+            if res.status == 0:
+                continue
+            out.append(
+                SwitchHeatPump(
+                    command_id=req.command_id,
+                    site_id=rel.site_id,
+                    seq=res.seq,
+                    sg_ready_state=SgReadyState.NORMAL,
+                    issued_at=_dt(now),
+                    valid_until=_dt(now + RELEASE_LEASE_S),
+                    activation_id=owner,
+                    reason="release after activation",
+                )
+            )
+        await self._publish_commands(out, owner)
+
+    async def _resend(self, loop: ActivationLoop, action: Resend, now: float) -> None:
+        sent = self.sent.get(action.command_id)
+        loop.on_resent(action.site_id, now)
+        if sent is None or sent.acked or sent.message.valid_until.timestamp() <= now:
+            return
+        await self._publish_one(sent.message)
+        self.metrics.commands.labels(event="resent").inc()
+        await self.log.append([_log_entry("resent", sent.message, now)])
+
+    async def _publish_one(self, msg: SwitchHeatPump) -> None:
+        async with self._sem:
+            await self.publish(topics.DISPATCH_COMMANDS, msg)
+
+    async def _publish_commands(self, msgs: Sequence[SwitchHeatPump], owner: str) -> None:
+        """Publish many commands concurrently (keyed by site), then log and count them."""
+        if not msgs:
+            return
+        for m in msgs:
+            self.sent[m.command_id] = SentCommand(m, owner)
+        await asyncio.gather(*(self._publish_one(m) for m in msgs))
+        self.metrics.commands.labels(event="sent").inc(len(msgs))
+        now = self.clock()
+        await self.log.append([_log_entry("sent", m, now) for m in msgs])
+
+    def _expire(self, now: float) -> None:
+        """Forget commands whose lease ended; count those never acknowledged as expired."""
+        for cid, sent in list(self.sent.items()):
+            if sent.message.valid_until.timestamp() <= now:
+                if not sent.acked:
+                    self.metrics.commands.labels(event="expired").inc()
+                del self.sent[cid]
+
+    async def _finish_reactions(self, now: float) -> None:
+        for t, phases in self.tracker.finished(_dt(now)):
+            rec = t.record(phases)
+            msg = ReactionMeasured(
+                command_id=t.command_id,
+                site_id=t.site_id,
+                activation_id=t.activation_id,
+                sent_at=t.sent_at,
+                acknowledged_at=t.acknowledged_at,
+                first_change_at=phases.first_change_at,
+                reached_50_at=phases.reached_50_at,
+                reached_90_at=phases.reached_90_at,
+                stable_at=phases.stable_at,
+                expected_change_kw=t.expected_change_kw,
+                observed_change_kw=phases.observed_change_kw,
+                responded=phases.responded,
+            )
+            await self.publish(topics.DISPATCH_REACTIONS, msg)
+            for phase, secs in (
+                ("ack", rec.ack_s),
+                ("first_change", rec.first_change_s),
+                ("reached_50", rec.reached_50_s),
+                ("reached_90", rec.reached_90_s),
+                ("stable", rec.stable_s),
+            ):
+                if secs is not None:
+                    self.metrics.reaction_seconds.labels(phase=phase).observe(secs)
+            await self.profiles.add(t.site_id, rec, _dt(now))
+
+    async def _follow_plan(self, now: float) -> None:
+        """Between activations, put each planned site into its quarter's state (rules permitting)."""
+        held = {
+            s for loop in self.loops.values() for s, a in loop.assignments.items() if a.released_s is None
+        }
+        wanted: list[tuple[str, datetime, SgReadyState]] = []
+        for site, plan in self.plans.items():
+            ps = planned_state(plan, _dt(now))
+            if ps is None or site in held or self.plan_applied.get(site) == ps:
+                continue
+            if ps[1] is SgReadyState.NORMAL and site not in self.plan_applied:
+                continue  # never blocked by the plan: nothing to hand back
+            wanted.append((site, *ps))
+        if not wanted:
+            return
+        requests = []
+        for site, quarter, state in wanted:
+            u = self.fleet.unit(site)
+            lease = quarter.timestamp() + 900 + self.settings.lease_grace_s + u.lockout_s
+            requests.append(
+                ClaimRequest(
+                    site,
+                    "block" if state is SgReadyState.BLOCK else "release",
+                    PLAN_OWNER,
+                    new_command_id(),
+                    int(lease * 1000),
+                    int(u.min_run_s * 1000),
+                    int(u.lockout_s * 1000),
+                    int(u.free_from_s() * 1000) if state is SgReadyState.BLOCK else 0,
+                )
+            )
+        results = await self.safety.claim(requests, int(now * 1000))
+        out = []
+        for (site, quarter, state), req, res in zip(wanted, requests, results, strict=True):
+            if res.status < 0:
+                continue
+            self.plan_applied[site] = (quarter, state)
+            if res.status == 0:
+                continue
+            out.append(
+                SwitchHeatPump(
+                    command_id=req.command_id,
+                    site_id=site,
+                    seq=res.seq,
+                    sg_ready_state=state,
+                    issued_at=_dt(now),
+                    valid_until=_dt(min(req.lease_until_ms / 1000, now + MAX_BLOCK.total_seconds() - 60)),
+                    activation_id="",
+                    reason=f"plan {self.plans[site].plan_id}",
+                )
+            )
+        await self._publish_commands(out, PLAN_OWNER)
+
+    def capacity_kw(self, now: float) -> dict[str, float]:
+        """Return the up and down capacity that could be switched now (kW)."""
+        held = {
+            s for loop in self.loops.values() for s, a in loop.assignments.items() if a.released_s is None
+        }
+        up = down = 0.0
+        for u in self.fleet.units.values():
+            if u.site_id in held or not u.online(now):
+                continue
+            if u.can_stop(now):
+                up += u.power_kw
+            elif u.can_start(now):
+                down += u.expected_on_kw()
+        return {"up": up, "down": down}
+
+    def _update_capacity(self, now: float) -> None:
+        for direction, kw in self.capacity_kw(now).items():
+            self.metrics.capacity_kw.labels(direction=direction).set(kw)
+
+    # --- reports -------------------------------------------------------------------------------------
+
+    def report(self, activation_id: str) -> ActivationReport | None:
+        """Return the activation's report: final if it ended, else so far."""
+        if activation_id in self.final:
+            return self.final[activation_id]
+        loop = self.loops.get(activation_id)
+        if loop is None:
+            return None
+        s = loop.spec
+        dispatched, replaced, unresponsive = loop.counts()
+        facts = ActivationFacts(
+            s.activation_id,
+            s.product.value,
+            s.direction.value,
+            s.requested_kw,
+            _dt(s.start_s),
+            _dt(s.end_s),
+            dispatched,
+            replaced,
+            unresponsive,
+            loop.shortfall_reason,
+        )
+        return activation_report(facts, loop.curve)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Return a summary of activations being served or finished."""
+        out = []
+        for aid, loop in self.loops.items():
+            out.append({"activation_id": aid, "state": "active", "end": _dt(loop.spec.end_s).isoformat()})
+        for aid, rep in self.final.items():
+            if aid not in self.loops:
+                out.append({"activation_id": aid, "state": "finished", "verdict": rep.verdict})
+        return out
+
+
+def _log_entry(event: str, m: SwitchHeatPump, now: float) -> dict[str, Any]:
+    return {
+        "event": event,
+        "command_id": m.command_id,
+        "site_id": m.site_id,
+        "seq": m.seq,
+        "sg_ready_state": int(m.sg_ready_state),
+        "issued_at": m.issued_at.isoformat(),
+        "valid_until": m.valid_until.isoformat(),
+        "activation_id": m.activation_id or PLAN_OWNER,
+        "reason": m.reason,
+        "at": _dt(now).isoformat(),
+    }
