@@ -1,4 +1,4 @@
-"""Central safety on the real Redis: atomic claims, lock-out and min-run, two workers never switch a unit twice."""
+"""Central safety on the real Redis: atomic claims, lock-out, min run, one switch per unit across workers."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ async def test_concurrent_claims_grant_exactly_one(redis: aioredis.Redis) -> Non
         *(store.claim([_req(site, "block", f"worker-{i % 2}-act-{i}")], 1_000 * MIN) for i in range(40))
     )
     granted = [r for (r,) in results if r.status == 1]
-    assert len(granted) == 1 and granted[0].seq == 1
+    assert len(granted) == 1
+    assert granted[0].seq == 1
     assert all(r.reason.startswith("held by") for (r,) in results if r.status != 1)
 
 
@@ -53,7 +54,8 @@ async def test_lockout_and_min_run_are_enforced_centrally(redis: aioredis.Redis)
     (early,) = await store.claim([_req(site, "release", "a1")], t0 + 5 * MIN)
     assert (early.status, early.reason) == (-1, "lock-out not over")
     (ok,) = await store.claim([_req(site, "release", "a1")], t0 + 15 * MIN)
-    assert ok.status == 1 and ok.seq == 2
+    assert ok.status == 1
+    assert ok.seq == 2
     (on_early,) = await store.claim([_req(site, "force_on", "a2")], t0 + 16 * MIN)
     assert on_early.status == 1  # lock-out ended at t0+15 min
     (stop_early,) = await store.claim([_req(site, "release", "a2")], t0 + 20 * MIN)
@@ -67,7 +69,9 @@ async def test_same_owner_twice_is_a_duplicate_not_a_second_switch(redis: aiored
     site = unique("s")
     (first,) = await store.claim([_req(site, "block", "a1")], MIN)
     (again,) = await store.claim([_req(site, "block", "a1")], MIN + 1)
-    assert first.status == 1 and again.status == 0 and again.command_id == first.command_id
+    assert first.status == 1
+    assert again.status == 0
+    assert again.command_id == first.command_id
 
 
 class _Collect:

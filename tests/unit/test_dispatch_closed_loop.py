@@ -145,8 +145,10 @@ def test_mfrr_up_on_2200_villas_delivers_in_time_despite_ten_percent_unresponsiv
     out = _run(villas, spec, horizon_s=1800)
     rep = out.report
     assert rep.compliant, rep.reasons
-    assert rep.time_to_100_s is not None and rep.time_to_100_s <= 750
-    assert rep.units_replaced > 0 and rep.units_unresponsive > 0
+    assert rep.time_to_100_s is not None
+    assert rep.time_to_100_s <= 750
+    assert rep.units_replaced > 0
+    assert rep.units_unresponsive > 0
     assert rep.delivered_share > 0.75
     assert out.loop.finished  # every unit handed back after its rest
     assert rule_violations(out.log, {}, (900.0, 900.0)) == []
@@ -156,7 +158,8 @@ def test_mfrr_down_on_2200_villas_respects_rules_and_reports_honestly() -> None:
     villas = _villas(2200)
     spec = ActivationSpec("mfrr-down", ReserveProduct.MFRR_ENERGY, Direction.DOWN, 500.0, T0, T0 + 900)
     out = _run(villas, spec, horizon_s=1800)
-    assert out.report.time_to_50_s is not None and out.report.time_to_50_s < 400
+    assert out.report.time_to_50_s is not None
+    assert out.report.time_to_50_s < 400
     assert rule_violations(out.log, {}, (900.0, 900.0)) == []
     assert out.report.units_replaced > 0
 
@@ -165,7 +168,8 @@ def test_too_few_units_fails_and_says_why() -> None:
     villas = _villas(200)
     spec = ActivationSpec("big", ReserveProduct.MFRR_ENERGY, Direction.UP, 5000.0, T0, T0 + 900)
     rep = _run(villas, spec, horizon_s=0).report
-    assert not rep.compliant and rep.verdict == "failed"
+    assert not rep.compliant
+    assert rep.verdict == "failed"
     assert rep.reasons[0].startswith("too few available units")
 
 

@@ -42,7 +42,8 @@ def test_lockout_and_min_run_exclude_units() -> None:
     just_started = _unit("run", True, 2.0, since=NOW - 60)  # min run not over
     assert choose_units([just_stopped], Direction.DOWN, 1.0, NOW).picks == ()
     sel = choose_units([just_started], Direction.UP, 1.0, NOW)
-    assert sel.picks == () and sel.blocked_by_rules == 1
+    assert sel.picks == ()
+    assert sel.blocked_by_rules == 1
 
 
 def test_recent_starts_rotate_the_choice() -> None:
@@ -55,7 +56,8 @@ def test_offline_units_are_not_used() -> None:
     stale = _unit("s", True, 2.0)
     stale.measured_s = NOW - 3600
     sel = choose_units([stale], Direction.UP, 1.0, NOW)
-    assert sel.picks == () and sel.offline == 1
+    assert sel.picks == ()
+    assert sel.offline == 1
 
 
 def test_fcr_n_share_is_proportional_over_the_band() -> None:
@@ -72,9 +74,12 @@ def test_fleet_tracks_starts_and_stops_from_telemetry() -> None:
     fleet.observe("x", NOW, 2.0, True)
     fleet.observe("x", NOW + 60, 0.0, False)
     u = fleet.units["x"]
-    assert u.stopped_since_s == NOW + 60 and not u.can_start(NOW + 300) and u.can_start(NOW + 660)
+    assert u.stopped_since_s == NOW + 60
+    assert not u.can_start(NOW + 300)
+    assert u.can_start(NOW + 660)
     fleet.observe("x", NOW + 30, 5.0, True)  # out of order: ignored
-    assert u.power_kw == 0.0 and u.recent_starts(NOW + 60) == 1
+    assert u.power_kw == 0.0
+    assert u.recent_starts(NOW + 60) == 1
 
 
 def _loop(kw: float = 2.0, follow: bool = False) -> ActivationLoop:
@@ -87,7 +92,9 @@ def test_loop_resends_then_replaces_a_silent_unit() -> None:
     units = {s: _unit(s, True, 2.0, p) for s, p in (("a", 10), ("b", 20))}
     loop = _loop()
     (first,) = loop.step(NOW, units)
-    assert isinstance(first, Switch) and first.site_id == "a" and first.state is SgReadyState.BLOCK
+    assert isinstance(first, Switch)
+    assert first.site_id == "a"
+    assert first.state is SgReadyState.BLOCK
     loop.on_sent(first, "c1", NOW, 2.0)
     assert loop.step(NOW + 5, units) == []
     assert loop.step(NOW + 11, units) == [Resend("a", "c1")]
@@ -142,4 +149,5 @@ def test_rule_violations_are_found() -> None:
         LoggedCommand("b", 1200, SgReadyState.NORMAL, "4"),
     ]
     problems = rule_violations(log, {}, (900.0, 900.0))
-    assert len(problems) == 1 and problems[0].startswith("a: NORMAL 300 s after BLOCK")
+    assert len(problems) == 1
+    assert problems[0].startswith("a: NORMAL 300 s after BLOCK")

@@ -37,7 +37,8 @@ def test_switch_off_reaches_zero_within_two_minutes_like_the_seed() -> None:
     assert r.reached_50_at == T0 + timedelta(seconds=60)
     assert r.reached_90_at == T0 + timedelta(seconds=120)
     assert r.stable_at == T0 + timedelta(seconds=120)
-    assert r.responded and r.complete
+    assert r.responded
+    assert r.complete
     assert r.observed_change_kw == pytest.approx(-3.0)
 
 
@@ -46,23 +47,26 @@ def test_switch_on_half_after_four_minutes_stable_after_thirteen() -> None:
     samples = _series(lambda t: 0.0 if t <= 0 else 2.0 * (1 - math.exp(-t / tau)), minutes=25)
     r = measure_reaction(T0, 0.0, 2.0, samples, site_noise_kw=0.02, give_up_after=timedelta(minutes=25))
     assert r.reached_50_at == T0 + timedelta(seconds=240)
-    assert r.reached_90_at is not None and timedelta(minutes=12) < r.reached_90_at - T0 < timedelta(
-        minutes=14
-    )
-    assert r.stable_at is not None and r.stable_at > r.reached_50_at
+    assert r.reached_90_at is not None
+    assert timedelta(minutes=12) < r.reached_90_at - T0 < timedelta(minutes=14)
+    assert r.stable_at is not None
+    assert r.stable_at > r.reached_50_at
 
 
 def test_noise_does_not_count_as_a_reaction() -> None:
     samples = _series(lambda t: 2.0 + (0.05 if int(t) % 60 else -0.05))
     r = measure_reaction(T0, 2.0, -2.0, samples, site_noise_kw=noise_kw([s.power_kw for s in samples]))
-    assert not r.responded and r.reached_50_at is None
+    assert not r.responded
+    assert r.reached_50_at is None
     assert r.complete  # 20 minutes without reaction: give up
 
 
 def test_incomplete_until_stable_window_seen() -> None:
     samples = _series(lambda t: 3.0 if t <= 0 else 0.0, minutes=1)
     r = measure_reaction(T0, 3.0, -3.0, samples, site_noise_kw=0.02)
-    assert r.responded and r.stable_at is None and not r.complete
+    assert r.responded
+    assert r.stable_at is None
+    assert not r.complete
 
 
 def test_noise_estimate_ignores_a_step() -> None:
@@ -94,8 +98,10 @@ def _ramp(full_after_s: float, kw: float = 1000.0, minutes: float = 15) -> list[
 
 def test_mfrr_passes_when_full_within_twelve_and_a_half_minutes() -> None:
     rep = activation_report(_facts("mfrr_energy"), _ramp(300))
-    assert rep.compliant and rep.verdict == "passed"
-    assert rep.time_to_50_s == 150 and rep.time_to_100_s == pytest.approx(295, abs=5)
+    assert rep.compliant
+    assert rep.verdict == "passed"
+    assert rep.time_to_50_s == 150
+    assert rep.time_to_100_s == pytest.approx(295, abs=5)
     assert 0.8 < rep.delivered_share < 1.0
 
 
@@ -119,5 +125,6 @@ def test_shortfall_reason_is_reported_first() -> None:
         "a1", "mfrr_energy", "up", 1000, T0, T0 + timedelta(minutes=15), shortfall_reason="x"
     )
     rep = activation_report(facts, _ramp(10_000))
-    assert rep.reasons[0] == "x" and not rep.compliant
+    assert rep.reasons[0] == "x"
+    assert not rep.compliant
     assert rep.curve_csv().splitlines()[0] == "at_utc,seconds_since_start,delivered_kw,requested_kw"
