@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from bisect import bisect_left
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,33 @@ def _matches(record: Any, filters: dict[str, list[str]]) -> bool:
     return all(record.get(col) in allowed for col, allowed in filters.items() if col in record)
 
 
+class _TimeIndex:
+    """A dataset's records sorted by their UTC start, for range look-ups; unplaceable ones apart."""
+
+    def __init__(self, dataset: Dataset, records: list[Any]) -> None:
+        placed: list[tuple[datetime, int, Any]] = []
+        self.unplaced: list[Any] = []
+        for i, record in enumerate(records):
+            try:
+                placed.append((parse_utc(record.get(dataset.time_column), dataset.time_column), i, record))
+            except (ValueError, AttributeError):
+                self.unplaced.append(record)
+        placed.sort(key=lambda item: (item[0], item[1]))
+        self.starts = [t for t, _, _ in placed]
+        self.records = [r for _, _, r in placed]
+
+    def between(self, start: datetime, end: datetime) -> list[Any]:
+        """Return records with start <= time < end, then every record whose time cannot be read."""
+        return self.records[bisect_left(self.starts, start) : bisect_left(self.starts, end)] + self.unplaced
+
+
 class ReplayFiles:
     """All records of a directory of replay files, grouped by dataset and loaded once."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._by_dataset: dict[str, list[Any]] | None = None
+        self._indexes: dict[str, _TimeIndex] = {}
 
     def records(self, dataset: Dataset) -> list[Any]:
         """Return every record of a dataset across the directory's files."""

@@ -2,8 +2,9 @@
 
 - `price_ingest:published:<topic>` hash: key -> fingerprint of the last published value.
 - `price_ingest:dead_lettered:<topic>` set: fingerprints of rejected records already parked.
-- `prices:curve:<kind>:<area>:<product>:<direction>` sorted set: score = interval start (epoch s),
-  member = the message JSON; trimmed to the newest `retention` before the curve's last interval.
+- `prices:curve:<kind>:<area>:<product>:<direction>` hash: UTC start -> the message JSON, with
+  `prices:curve_index:<…>` sorted set: UTC start scored by epoch s, for range reads; both trimmed
+  to `retention` before the curve's newest interval.
 - `prices:curves` set of curve ids, for listing.
 An optional namespace prefixes every key (several environments or test runs on one Redis).
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from hybridpool_shared.messages.base import utc_key
 from services.price_ingest.domain.normalise import PriceMessage
 
 CURVES = "prices:curves"
@@ -48,31 +50,34 @@ class PriceStore:
         """Record fingerprints of published prices and upsert them into their curves."""
         if not done:
             return
+        curves: dict[str, tuple[dict[str, bytes], dict[str, float]]] = {}
+        for _, _, msg in done:
+            values, scores = curves.setdefault(curve_id(kind, msg.area, msg.product, msg.direction), ({}, {}))
+            slot = utc_key(msg.interval_start)
+            values[slot] = msg.to_json_bytes()
+            scores[slot] = msg.interval_start.timestamp()
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(f"{self.ns}price_ingest:published:{topic}", mapping={k: fp for k, fp, _ in done})
-        curves: dict[str, float] = {}
-        for _, _, msg in done:
-            cid = curve_id(kind, msg.area, msg.product, msg.direction)
-            score = msg.interval_start.timestamp()
-            pipe.zremrangebyscore(f"{self.ns}prices:curve:{cid}", score, score)
-            pipe.zadd(f"{self.ns}prices:curve:{cid}", {msg.to_json_bytes(): score})
-            curves[cid] = max(curves.get(cid, score), score)
+        for cid, (values, scores) in curves.items():
+            pipe.hset(f"{self.ns}prices:curve:{cid}", mapping=values)  # type: ignore[arg-type]
+            pipe.zadd(f"{self.ns}prices:curve_index:{cid}", scores)
         pipe.sadd(self.ns + CURVES, *curves)
         await pipe.execute()
-        await self._trim(curves)
+        await self._trim(list(curves))
 
-    async def _trim(self, curves: dict[str, float]) -> None:
+    async def _trim(self, curves: list[str]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for cid in curves:
-            pipe.zrange(f"{self.ns}prices:curve:{cid}", -1, -1, withscores=True)
+            pipe.zrange(f"{self.ns}prices:curve_index:{cid}", -1, -1, withscores=True)
         newest = await pipe.execute()
-        pipe = self.redis.pipeline(transaction=False)
         for cid, last in zip(curves, newest, strict=True):
-            if last:
-                pipe.zremrangebyscore(
-                    f"{self.ns}prices:curve:{cid}", "-inf", f"({last[0][1] - self.retention_s}"
-                )
-        await pipe.execute()
+            if not last:
+                continue
+            index = f"{self.ns}prices:curve_index:{cid}"
+            old = await self.redis.zrangebyscore(index, "-inf", f"({last[0][1] - self.retention_s}")
+            if old:
+                await self.redis.hdel(f"{self.ns}prices:curve:{cid}", *old)
+                await self.redis.zrem(index, *old)
 
     async def was_dead_lettered(self, topic: str, fingerprint: str) -> bool:
         """Return whether this rejected record was parked before."""
@@ -90,8 +95,11 @@ class PriceStore:
         """Return a curve's prices with interval start in [start, end), oldest first."""
         low = start.timestamp() if start else "-inf"
         high = f"({end.timestamp()}" if end else "+inf"
-        members = await self.redis.zrangebyscore(f"{self.ns}prices:curve:{cid}", low, high)
-        return [json.loads(_text(m)) for m in members if isinstance(m, bytes | str)]
+        slots = await self.redis.zrangebyscore(f"{self.ns}prices:curve_index:{cid}", low, high)
+        if not slots:
+            return []
+        values = await self.redis.hmget(f"{self.ns}prices:curve:{cid}", [_text(s) for s in slots])  # type: ignore[arg-type]
+        return [json.loads(_text(v)) for v in values if v is not None]
 
 
 def _text(value: bytes | str) -> str:
