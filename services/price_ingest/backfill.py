@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import redis.asyncio as aioredis
 from faststream.kafka import KafkaBroker
@@ -56,15 +59,36 @@ class BackfillTotals:
 
 
 async def run_windows(
-    ingestor: Ingestor, source: RecordSource, plan: list[Window], progress: Progress | None = None
+    ingestor: Ingestor,
+    source: RecordSource,
+    plan: list[Window],
+    progress: Progress | None = None,
+    prefetch: int = 4,
 ) -> BackfillTotals:
-    """Ingest each window in turn, reporting progress after each."""
+    """Fetch up to `prefetch` windows ahead (the client bounds requests), ingest them in plan order."""
     totals = BackfillTotals()
-    for window in plan:
-        result = await ingestor.ingest_range(source, *window)
-        totals.add(result)
-        if progress:
-            progress(window, result)
+    fetches: deque[asyncio.Task[list[Any]]] = deque()
+    upcoming = iter(plan)
+
+    def fetch_next() -> None:
+        window = next(upcoming, None)
+        if window is not None:
+            fetches.append(asyncio.create_task(ingestor.fetch(source, *window)))
+
+    for _ in range(max(1, prefetch)):
+        fetch_next()
+    try:
+        for dataset, start, end in plan:
+            records = await fetches.popleft()
+            fetch_next()
+            result = await ingestor.ingest_fetched(source, dataset, start, records)
+            totals.add(result)
+            if progress:
+                progress((dataset, start, end), result)
+    finally:
+        for task in fetches:
+            task.cancel()
+        await asyncio.gather(*fetches, return_exceptions=True)
     return totals
 
 

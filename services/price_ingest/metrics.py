@@ -42,6 +42,7 @@ class IngestMetrics:
             registry=registry,
         )
         self._last: dict[str, float] = {}
+        self._latest_end: dict[str, float] = {}
 
     def error(self, dataset: str, kind: str) -> None:
         """Count one error of a kind for a dataset."""
@@ -54,8 +55,8 @@ class IngestMetrics:
         self.last_success.labels(dataset=dataset).set(now)
         self.freshness.labels(dataset=dataset).set(0)
         if latest_end is not None:
-            gauge = self.latest_interval_end.labels(dataset=dataset)
-            gauge.set(max(gauge._value.get(), latest_end))
+            self._latest_end[dataset] = max(self._latest_end.get(dataset, latest_end), latest_end)
+            self.latest_interval_end.labels(dataset=dataset).set(self._latest_end[dataset])
 
     def refresh_freshness(self) -> None:
         """Update the data-age gauges from the last success times."""

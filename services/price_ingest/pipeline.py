@@ -88,15 +88,27 @@ class Ingestor:
         self.options = options
         self.group = group
 
+    async def fetch(
+        self, source: RecordSource, dataset: Dataset, start: datetime, end: datetime
+    ) -> list[Any]:
+        """Fetch the raw records of [start, end) of a dataset, filtered to this ingestor's areas."""
+        filters = dataset.request_filter(self.options.areas, self.options.auction_types)
+        return await source.fetch(dataset, start, end, filters)
+
+    async def ingest_fetched(
+        self, source: RecordSource, dataset: Dataset, start: datetime, records: list[Any]
+    ) -> IngestResult:
+        """Ingest records fetched for a window starting at start, and record the successful fetch."""
+        result = await self.ingest_records(dataset, records, source.label(dataset, start))
+        self.metrics.succeeded(dataset.name, result.latest_end.timestamp() if result.latest_end else None)
+        return result
+
     async def ingest_range(
         self, source: RecordSource, dataset: Dataset, start: datetime, end: datetime
     ) -> IngestResult:
         """Fetch [start, end) of a dataset from a source and ingest it."""
-        filters = dataset.request_filter(self.options.areas, self.options.auction_types)
-        records = await source.fetch(dataset, start, end, filters)
-        result = await self.ingest_records(dataset, records, source.label(dataset, start))
-        self.metrics.succeeded(dataset.name, result.latest_end.timestamp() if result.latest_end else None)
-        return result
+        records = await self.fetch(source, dataset, start, end)
+        return await self.ingest_fetched(source, dataset, start, records)
 
     async def ingest_records(self, dataset: Dataset, records: list[Any], source: str) -> IngestResult:
         """Normalise records, publish new or changed prices in order, and dead-letter rejections."""

@@ -59,7 +59,14 @@ async def redis(infra: Infra) -> AsyncIterator[aioredis.Redis]:
 class Rig:
     """One test's ingestor, client and metrics over the shared broker and Redis."""
 
-    def __init__(self, eds: FakeEds, broker: KafkaBroker, redis: aioredis.Redis, **config: object) -> None:
+    def __init__(
+        self,
+        eds: FakeEds,
+        broker: KafkaBroker,
+        redis: aioredis.Redis,
+        options: IngestOptions | None = None,
+        **config: object,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.metrics = IngestMetrics(self.registry)
         self.client = EdsClient(
@@ -67,7 +74,7 @@ class Rig:
             on_error=self.metrics.error,
         )
         self.store = PriceStore(redis, namespace=unique("test") + ":")
-        self.ingestor = Ingestor(broker, self.store, self.metrics, IngestOptions())
+        self.ingestor = Ingestor(broker, self.store, self.metrics, options or IngestOptions())
         self.started = utc_now()
 
     async def day(self, day: date, dataset: str = "DayAheadPrices"):  # type: ignore[no-untyped-def]
@@ -267,3 +274,20 @@ async def test_latest_curve_is_readable_from_redis(
     curve = await rig.store.read("day_ahead:DK2:spot:none", start, end)
     assert len(curve) == 92
     assert curve == sorted(curve, key=lambda p: p["interval_start"])
+
+
+async def test_hourly_history_expands_to_92_flagged_quarters_on_the_spring_day(
+    infra: Infra, eds: FakeEds, broker: KafkaBroker, redis: aioredis.Redis
+) -> None:
+    day = date(2025, 3, 30)
+    rig = Rig(eds, broker, redis, IngestOptions(expand_hourly=True))
+    result = await rig.day(day, "Elspotprices")
+    assert (result.fetched, result.published) == (46, 184)
+    prices = await published(infra, rig, day)
+    dk2 = [p for p in prices if p.area == "DK2"]
+    assert len({p.interval_start for p in dk2}) == 92
+    assert all(p.expanded_from_hourly and p.interval_minutes == 15 for p in prices)
+    hourly = {(r["PriceArea"], r["HourUTC"]): r["SpotPriceEUR"] for r in eds.data["Elspotprices"]}
+    for p in prices:
+        hour = p.interval_start.replace(minute=0).strftime("%Y-%m-%dT%H:%M:%S")
+        assert p.price_eur_per_mwh == hourly[(p.area, hour)]

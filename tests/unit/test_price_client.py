@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from datetime import UTC, date, datetime, time, timedelta
@@ -125,3 +126,20 @@ async def test_day_ahead_is_retried_until_tomorrow_is_complete() -> None:
     assert await scheduler.day_ahead_once() == 3600  # next publication is 23.5 h away: re-check hourly
     assert scheduler.complete_days == {date(2026, 1, 5), date(2026, 1, 6)}
     assert [c[0] for c in fake.calls] == ["DayAheadPrices"] * 3
+
+
+async def test_requests_in_flight_never_exceed_the_concurrency_limit() -> None:
+    in_flight, peak = 0, 0
+
+    async def handler(_request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return httpx.Response(200, json={"total": 0, "records": []})
+
+    config = ClientConfig(base_url="http://eds.test", max_concurrency=2)
+    client = EdsClient(config, transport=httpx.MockTransport(handler))
+    await asyncio.gather(*(client.fetch(DA, T0, T0 + timedelta(hours=1), {}) for _ in range(8)))
+    assert peak == 2

@@ -60,7 +60,11 @@ def backfill(
             task = bar.add_task(f"backfill {dataset} {start}..{end}", total=len(plan))
             async with standalone(settings) as (ingestor, src):
                 totals = await run_windows(
-                    ingestor, src, plan, lambda w, r: bar.update(task, advance=1, description=w[0].name)
+                    ingestor,
+                    src,
+                    plan,
+                    lambda w, r: bar.update(task, advance=1, description=w[0].name),
+                    prefetch=settings.api_max_concurrency,
                 )
         console.print(
             f"[green]backfill done[/]: fetched {totals.fetched}, published {totals.published} "
