@@ -4,6 +4,7 @@ flagged as shifted sample data, in Redis, over HTTP, on the topic and in the met
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ from hybridpool_shared import topics
 from hybridpool_shared.messages import DayAheadPriceIngested
 from hybridpool_shared.timeutil import local_day_bounds, utc_now
 from services.price_ingest.domain.schedule import expected_intervals, local_today
+from tests.fixtures.prices.eds_server import FakeEds, serving
 from tests.infra import Infra, running, unique
 from tests.integration.test_price_ingest import read_all
 
@@ -60,3 +62,34 @@ async def test_replay_publishes_today_and_tomorrow_flagged_as_shifted(infra: Inf
         and start <= msg.interval_start < end
     }
     assert len(on_topic) == expected
+
+
+async def _wait_for_requests(eds: FakeEds, dataset: str) -> list[dict[str, str]]:
+    deadline = time.monotonic() + 30
+    while not eds.requests_for(dataset) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return eds.requests_for(dataset)
+
+
+async def test_api_mode_polls_every_dataset_of_today(infra: Infra) -> None:
+    today = local_today(utc_now())
+    start, end = local_day_bounds(today)
+    env = {
+        "PRICE_INGEST_SOURCE": "api",
+        "PRICE_INGEST_REDIS_NAMESPACE": unique("api") + ":",
+        "PRICE_INGEST_DAY_AHEAD_RETRY_S": "3600",
+    }
+    with (
+        serving(FakeEds()) as eds,
+        running("price_ingest", infra, {**env, "PRICE_INGEST_API_BASE_URL": eds.url}),
+    ):
+        day_ahead = await _wait_for_requests(eds, "DayAheadPrices")
+        assert (day_ahead[0]["start"], day_ahead[0]["end"]) == (
+            start.strftime("%Y-%m-%dT%H:%M"),
+            end.strftime("%Y-%m-%dT%H:%M"),
+        )
+        assert json.loads(day_ahead[0]["filter"]) == {"PriceArea": ["DK1", "DK2"]}
+        for name in ("ImbalancePrice", "MfrrEnergyActivationMarket", "FcrDK1", "MfrrCapacityMarket"):
+            assert await _wait_for_requests(eds, name), f"{name} was never fetched"
+        fcr = await _wait_for_requests(eds, "FcrNdDK2")
+        assert json.loads(fcr[0]["filter"]) == {"PriceArea": ["DK1", "DK2"], "AuctionType": ["Total"]}
