@@ -129,7 +129,9 @@ def test_dashboards_are_valid_grafana_json_on_the_provisioned_datasource() -> No
 
 def test_pool_dashboard_covers_capacity_activations_reaction_prices_and_health() -> None:
     titles = " ".join(
-        panel["title"].lower() for panel in checks.dashboard_files()["pool.json"]["panels"] if panel["type"] == "row"
+        panel["title"].lower()
+        for panel in checks.dashboard_files()["pool.json"]["panels"]
+        if panel["type"] == "row"
     )
     for topic in ("capacity", "activation", "reaction", "prices", "health"):
         assert topic in titles
