@@ -1,5 +1,6 @@
 """Settings of the site_sim service."""
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from hybridpool_shared.settings import ServiceSettings
@@ -9,3 +10,15 @@ class SiteSimSettings(ServiceSettings):
     """Environment variables prefixed SITE_SIM_; KAFKA_BOOTSTRAP and REDIS_URL are shared."""
 
     model_config = SettingsConfigDict(env_prefix="SITE_SIM_", env_ignore_empty=True, extra="ignore")
+
+    sites: int = Field(default=2200, ge=0, le=1_000_000, description="Simulated villas.")
+    buildings: int = Field(default=0, ge=0, le=100_000, description="Larger buildings (school-like).")
+    seed: int = Field(default=42, description="Seed of the fleet's master data and physics.")
+    site_prefix: str = Field(default="sim-villa", pattern=r"^[A-Za-z0-9._:-]{1,40}$")
+    telemetry_interval_s: float = Field(default=60.0, ge=1.0, le=3600.0)
+    physics_step_s: float = Field(default=10.0, gt=0.0, le=60.0, description="Simulated seconds per step.")
+    speedup: float = Field(default=1.0, gt=0.0, le=3600.0, description="Simulated seconds per real second.")
+    start_offset_h: float = Field(
+        default=0.0, ge=0.0, le=24.0 * 366, description="Start the simulated clock this long before now."
+    )
+    publish_chunk: int = Field(default=500, ge=1, le=10_000, description="Readings sent concurrently.")

@@ -1,0 +1,1 @@
+"""Pure logic of the villa simulator: fleet master data, weather, power dynamics and the fleet model."""
