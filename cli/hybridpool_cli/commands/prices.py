@@ -46,10 +46,10 @@ def backfill(
     overrides: dict[str, object] = {"expand_hourly": expand_hourly or None, "source": source or None}
     if replay_dir:
         overrides["replay_dir"] = replay_dir
-    settings = PriceIngestSettings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     try:
+        settings = PriceIngestSettings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
         plan = windows(dataset, start, end, settings.backfill_window_days)
-    except ValueError as exc:
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError too
         raise typer.BadParameter(str(exc)) from exc
 
     async def run() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
 
 from faststream.kafka import KafkaBroker
 
@@ -35,8 +34,3 @@ def letter_for(spec: TopicSpec, rejection: Rejection, group: str) -> DeadLettere
 async def park(broker: KafkaBroker, spec: TopicSpec, rejection: Rejection, group: str) -> None:
     """Publish a rejected record to the topic's dead-letter topic."""
     await publish(broker, dead_letter_spec(spec), letter_for(spec, rejection, group))
-
-
-def describe(rejection: Rejection) -> dict[str, Any]:
-    """Return a log-friendly summary of a rejection."""
-    return {"dataset": rejection.dataset, "kind": rejection.kind, "reason": rejection.reason}
