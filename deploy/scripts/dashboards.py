@@ -138,6 +138,18 @@ POOL = dashboard(
             "Capacity and telemetry",
             (
                 Panel(
+                    "Capacity that could be switched now",
+                    (
+                        Query(
+                            "max by (direction) (hybridpool_dispatch_capacity_available_kw) / 1000",
+                            "{{direction}}",
+                        ),
+                    ),
+                    unit="MW",
+                    description="Up: running heat pumps that may stop; down: rested ones that may start "
+                    "(dispatch's view, lock-outs and minimum run times respected).",
+                ),
+                Panel(
                     "Telemetry readings processed",
                     (
                         Query(
@@ -150,75 +162,38 @@ POOL = dashboard(
                     unit="reqps",
                     description="Readings from the sites per second, by consuming service.",
                 ),
-                Panel(
-                    "Quarter-hour aggregates published",
-                    (
-                        Query(
-                            _rate(
-                                "faststream_published_messages_total",
-                                'destination="sites.telemetry.quarter"',
-                                "app_name",
-                            ),
-                            "{{app_name}}",
-                        ),
-                    ),
-                    unit="reqps",
-                ),
             ),
         ),
         Row(
             "Activations and reaction",
             (
                 Panel(
-                    "Activations received by dispatch (1 h)",
-                    (
-                        Query(
-                            'sum(increase(hybridpool_messages_processed_total{service="dispatch",'
-                            ' topic="market.activations"}[1h]))',
-                            "activations",
-                        ),
-                    ),
+                    "Activations being served",
+                    (Query("max(hybridpool_dispatch_activations_active)", "activations"),),
                     kind="stat",
                     width=6,
                 ),
                 Panel(
-                    "Commands sent to sites",
-                    (
-                        Query(
-                            _rate(
-                                "faststream_published_messages_total",
-                                'destination="dispatch.commands"',
-                                "app_name",
-                            ),
-                            "{{app_name}}",
-                        ),
-                    ),
+                    "Commands to sites",
+                    (Query(_rate("hybridpool_dispatch_commands_total", "", "event"), "{{event}}"),),
                     unit="reqps",
                     width=9,
+                    description="sent, acked, rejected, expired, resent, refused (safety rules).",
                 ),
                 Panel(
-                    "Dispatch handling time (p50 / p95)",
+                    "Reaction time p90 by phase",
                     (
                         Query(
-                            _p(
-                                0.5,
-                                "faststream_received_processed_messages_duration_seconds",
-                                'app_name="dispatch"',
+                            _p(0.9, "hybridpool_dispatch_reaction_seconds", "", "le, phase").replace(
+                                "[5m]", "[15m]"
                             ),
-                            "p50",
-                        ),
-                        Query(
-                            _p(
-                                0.95,
-                                "faststream_received_processed_messages_duration_seconds",
-                                'app_name="dispatch"',
-                            ),
-                            "p95",
+                            "{{phase}}",
                         ),
                     ),
                     unit="s",
                     width=9,
-                    description="Time dispatch takes per consumed message, activations included.",
+                    description="Command sent → acknowledged → first power change → 50 % → 90 % → stable.",
+                    thresholds=((None, "green"), (30.0, "red")),
                 ),
             ),
         ),
@@ -226,18 +201,31 @@ POOL = dashboard(
             "Prices and bids",
             (
                 Panel(
-                    "Prices ingested",
+                    "Price data age",
+                    (Query("max by (dataset) (price_ingest_data_age_seconds)", "{{dataset}}"),),
+                    unit="s",
+                    width=8,
+                    description="Seconds since each dataset was last fetched successfully.",
+                ),
+                Panel(
+                    "Day-ahead prices known ahead",
                     (
                         Query(
-                            _rate(
-                                "faststream_published_messages_total",
-                                'app_name="price_ingest"',
-                                "destination",
-                            ),
-                            "{{destination}}",
+                            'max(price_ingest_latest_interval_end_timestamp_seconds{dataset="DayAheadPrices"})'
+                            " - time()",
+                            "ahead",
                         ),
                     ),
+                    unit="s",
+                    kind="stat",
+                    width=4,
+                    thresholds=((None, "red"), (9 * 3600.0, "green")),
+                ),
+                Panel(
+                    "Price records ingested",
+                    (Query(_rate("price_ingest_records_total", "", "outcome"), "{{outcome}}"),),
                     unit="reqps",
+                    width=6,
                 ),
                 Panel(
                     "Plans and bids published",
@@ -248,6 +236,7 @@ POOL = dashboard(
                         ),
                     ),
                     unit="reqps",
+                    width=6,
                 ),
             ),
         ),
@@ -265,7 +254,7 @@ POOL = dashboard(
             ),
         ),
     ),
-    "The pool at a glance: telemetry, activations and reaction, prices and bids, service health.",
+    "The pool at a glance: capacity, activations and reaction, prices and bids, service health.",
 )
 
 SERVICES = dashboard(
