@@ -1,0 +1,187 @@
+"""Adapters: what bidding keeps from its topics, the live site state in Redis, and the bid book."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from hybridpool_shared.messages import (
+    BalancePriceComputed,
+    BidCleared,
+    DayAheadPriceIngested,
+    ReactionMeasured,
+    ReservePriceIngested,
+    SiteMasterDataChanged,
+)
+from hybridpool_shared.sitestate import STATE_INDEX_KEY, SiteLiveState, state_key
+from hybridpool_shared.timeutil import QUARTER, require_utc
+
+SITES_KEY = "bidding:sites"
+REACTIONS_KEY = "bidding:reactions"
+DONE_KEY = "bidding:done"
+LATEST_KEY = "bidding:latest"
+RESULTS_KEY = "bidding:results"
+FCR_FULL_ACTIVATION_S = 150.0
+
+
+def product_name(raw: str) -> str:
+    """Normalise a reserve product name from price ingestion (e.g. 'FCR-N', 'fcr_dk1')."""
+    name = raw.strip().lower().replace("-", "_").replace(" ", "_")
+    return {"fcr": "fcr_dk1", "fcrdk1": "fcr_dk1", "fcr_d_upp": "fcr_d_up", "fcr_d_ned": "fcr_d_down"}.get(
+        name, name
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ts(value: datetime) -> int:
+    return int(require_utc(value).timestamp())
+
+
+@dataclass
+class Book:
+    """Inputs kept in memory from the topics (prices, balance prices) and results seen."""
+
+    spot: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
+    reserve: dict[tuple[str, str], dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
+    balance: dict[str, dict[int, tuple[float, float]]] = field(default_factory=lambda: defaultdict(dict))
+
+    def add_spot(self, price: DayAheadPriceIngested) -> None:
+        """Store a spot price (EUR/MWh) on every quarter of its interval (upsert)."""
+        if price.price_eur_per_mwh is None:
+            return
+        start = _ts(price.interval_start)
+        for q in range(price.interval_minutes // 15):
+            self.spot[price.area][start + q * 900] = price.price_eur_per_mwh
+
+    def add_reserve(self, price: ReservePriceIngested) -> None:
+        """Store a capacity price (EUR/MW/h) on every quarter of its interval (upsert)."""
+        if price.price_eur_per_mw_per_h is None:
+            return
+        start = _ts(price.interval_start)
+        key = (price.area, product_name(price.product))
+        for q in range(price.interval_minutes // 15):
+            self.reserve[key][start + q * 900] = price.price_eur_per_mw_per_h
+
+    def add_balance(self, price: BalancePriceComputed) -> None:
+        """Store a site's balance price and COP on every quarter of its interval (upsert)."""
+        start = _ts(price.interval_start)
+        for q in range(price.interval_minutes // 15):
+            self.balance[price.site_id][start + q * 900] = (price.balance_price_eur_per_mwh, price.cop)
+
+    def spot_at(self, area: str, quarter: datetime) -> float | None:
+        """Return the spot price of an area's quarter, if known."""
+        return self.spot.get(area, {}).get(_ts(quarter))
+
+    def reserve_forecast(self, area: str, product: str, quarter: datetime) -> float | None:
+        """Return the auction price for the quarter, else the latest one at the same time of day."""
+        prices = self.reserve.get((area, product))
+        if not prices:
+            return None
+        ts = _ts(quarter)
+        if ts in prices:
+            return prices[ts]
+        same_time = [k for k in prices if (ts - k) % 86400 == 0 and k < ts]
+        return prices[max(same_time)] if same_time else None
+
+
+class SiteStore:
+    """Registry master data kept in a Redis hash (restarts need no replay) plus reaction profiles."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    async def upsert(self, site: SiteMasterDataChanged) -> None:
+        """Store or remove a site."""
+        if site.deleted:
+            await self.redis.hdel(SITES_KEY, site.site_id)
+        else:
+            await self.redis.hset(SITES_KEY, site.site_id, site.to_json_bytes())
+
+    async def all(self) -> dict[str, SiteMasterDataChanged]:
+        """Return every registered site by id."""
+        raw = await self.redis.hvals(SITES_KEY)
+        sites = (SiteMasterDataChanged.from_json_bytes(v) for v in raw)
+        return {s.site_id: s for s in sites}
+
+    async def record_reaction(self, reaction: ReactionMeasured) -> None:
+        """Fold a measured reaction into the site's response share (EWMA, 0.2 weight per reaction).
+
+        A reaction counts as delivered if the site reached 90 % of the expected change within the FCR
+        full-activation time (150 s); it is idempotent per command id.
+        """
+        raw = await self.redis.hget(REACTIONS_KEY, reaction.site_id)
+        profile: dict[str, Any] = json.loads(raw) if raw else {"response": 1.0, "commands": []}
+        if reaction.command_id in profile["commands"]:
+            return
+        fast = (
+            reaction.responded
+            and reaction.reached_90_at is not None
+            and ((reaction.reached_90_at - reaction.sent_at).total_seconds() <= FCR_FULL_ACTIVATION_S)
+        )
+        profile["response"] = 0.8 * float(profile["response"]) + 0.2 * (1.0 if fast else 0.0)
+        profile["commands"] = [*profile["commands"][-49:], reaction.command_id]
+        await self.redis.hset(REACTIONS_KEY, reaction.site_id, json.dumps(profile))
+
+    async def responses(self) -> dict[str, float]:
+        """Return each measured site's response share (sites without reactions: absent = all respond)."""
+        raw = await self.redis.hgetall(REACTIONS_KEY)
+        return {_text(k): float(json.loads(v)["response"]) for k, v in raw.items()}
+
+
+async def live_states(redis: aioredis.Redis, site_ids: list[str]) -> dict[str, SiteLiveState]:
+    """Read the live state of the given sites (and of indexed sites) from Redis; absent ones are skipped."""
+    indexed = {_text(m) for m in await redis.smembers(STATE_INDEX_KEY)}
+    wanted = sorted(set(site_ids) | indexed)
+    states: dict[str, SiteLiveState] = {}
+    for chunk_start in range(0, len(wanted), 500):
+        chunk = wanted[chunk_start : chunk_start + 500]
+        pipe = redis.pipeline(transaction=False)
+        for site_id in chunk:
+            pipe.hgetall(state_key(site_id))
+        for site_id, fields in zip(chunk, await pipe.execute(), strict=True):
+            if fields and b"json" in fields:
+                try:
+                    states[site_id] = SiteLiveState.from_redis(fields)
+                except ValueError:
+                    continue
+    return states
+
+
+async def claim_trigger(redis: aioredis.Redis, trigger: str) -> bool:
+    """Return True the first time a trigger is claimed (the job is idempotent per triggering event)."""
+    return bool(await redis.hsetnx(DONE_KEY, trigger, "1"))
+
+
+async def save_latest(redis: aioredis.Redis, kind: str, summary: dict[str, Any]) -> None:
+    """Keep the latest summary of a kind (plan, bids, sizing) for the read API."""
+    await redis.hset(LATEST_KEY, kind, json.dumps(summary, default=str))
+
+
+async def load_latest(redis: aioredis.Redis, kind: str) -> dict[str, Any] | None:
+    """Return the latest summary of a kind, if any."""
+    raw = await redis.hget(LATEST_KEY, kind)
+    return json.loads(raw) if raw else None
+
+
+async def save_result(redis: aioredis.Redis, result: BidCleared) -> None:
+    """Remember a clearing result for the read API (upsert by bid id)."""
+    await redis.hset(RESULTS_KEY, result.bid_id, result.to_json_bytes())
+
+
+async def load_results(redis: aioredis.Redis) -> list[dict[str, Any]]:
+    """Return every clearing result seen."""
+    raw = await redis.hvals(RESULTS_KEY)
+    return [json.loads(v) for v in raw]
+
+
+def quarter_ts(first: datetime, index: int) -> datetime:
+    """Return the UTC start of quarter index from first."""
+    return require_utc(first) + index * QUARTER

@@ -1,0 +1,1 @@
+"""Pure planning and bidding logic of the bidding service (no I/O)."""

@@ -1,0 +1,116 @@
+"""Aggregation of similar sites into clusters that the optimiser treats as counts of identical units."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.bidding.domain.inputs import BoolArray, Fleet, FloatArray, IntArray, Options
+
+
+@dataclass(frozen=True)
+class Clusters:
+    """Cluster c holds size[c] units described by per-unit means; cluster_of[i] = −1: not optimised."""
+
+    cluster_of: IntArray
+    area: list[str]
+    size: IntArray
+    power_kw: FloatArray
+    min_run_q: IntArray
+    lockout_q: IntArray
+    max_starts_h: IntArray
+    on0: BoolArray
+    restrict0_q: IntArray
+    weight: FloatArray  # availability × response (mean)
+    demand_kw: FloatArray  # (C, T) per unit
+    balance: FloatArray  # (C, T)
+    storage_kwh: FloatArray
+    storage0_kwh: FloatArray
+
+    @property
+    def count(self) -> int:
+        """Return the number of clusters."""
+        return int(self.size.shape[0])
+
+
+def _bins(values: FloatArray, groups: list[str], count: int) -> IntArray:
+    """Quantile bin of each value within its group (area)."""
+    result = np.zeros(values.shape[0], dtype=np.int64)
+    if count <= 1:
+        return result
+    labels = np.array(groups)
+    for name in set(groups):
+        mask = labels == name
+        edges = np.quantile(values[mask], np.linspace(0, 1, count + 1)[1:-1])
+        result[mask] = np.searchsorted(edges, values[mask], side="right")
+    return result
+
+
+def build_clusters(fleet: Fleet, options: Options) -> Clusters:
+    """Group online sites (each its own cluster when options.cluster is False)."""
+    online = np.flatnonzero(fleet.online)
+    if options.cluster:
+        keys = _cluster_keys(fleet, options)
+        _, labels = np.unique(keys[online], axis=0, return_inverse=True)
+        labels = labels.reshape(-1)
+    else:
+        labels = np.arange(online.size)
+    cluster_of = np.full(fleet.size, -1, dtype=np.int64)
+    cluster_of[online] = labels
+    return _aggregate(fleet, cluster_of, int(labels.max(initial=-1)) + 1)
+
+
+def _cluster_keys(fleet: Fleet, options: Options) -> IntArray:
+    areas = sorted(set(fleet.area))
+    area_idx = np.array([areas.index(a) for a in fleet.area], dtype=np.int64)
+    power = np.floor(fleet.power_kw / options.power_bucket_kw).astype(np.int64)
+    ratio = fleet.demand_kw.mean(axis=1) / fleet.power_kw
+    restrict = fleet.restrict0_q
+    weight = np.rint(fleet.availability * fleet.response * 20).astype(np.int64)
+    return np.column_stack(
+        [
+            area_idx,
+            power,
+            fleet.min_run_q,
+            fleet.lockout_q,
+            fleet.max_starts_h,
+            fleet.on0.astype(np.int64),
+            restrict,
+            weight,
+            _bins(fleet.balance.mean(axis=1), fleet.area, options.price_bins),
+            _bins(ratio, fleet.area, options.demand_bins),
+            _bins(fleet.storage_kwh / fleet.power_kw, fleet.area, options.storage_bins),
+        ]
+    )
+
+
+def _aggregate(fleet: Fleet, cluster_of: IntArray, count: int) -> Clusters:
+    members = cluster_of >= 0
+    idx = cluster_of[members]
+    size = np.bincount(idx, minlength=count).astype(np.int64)
+
+    def mean(values: FloatArray) -> FloatArray:
+        total = np.zeros((count, *values.shape[1:]))
+        np.add.at(total, idx, values[members])
+        result: FloatArray = total / np.maximum(size, 1).reshape((-1,) + (1,) * (values.ndim - 1))
+        return result
+
+    first = np.zeros(count, dtype=np.int64)
+    first[idx[::-1]] = np.flatnonzero(members)[::-1]
+    return Clusters(
+        cluster_of=cluster_of,
+        area=[fleet.area[i] for i in first],
+        size=size,
+        power_kw=mean(fleet.power_kw),
+        min_run_q=fleet.min_run_q[first],
+        lockout_q=fleet.lockout_q[first],
+        max_starts_h=fleet.max_starts_h[first],
+        on0=fleet.on0[first],
+        restrict0_q=fleet.restrict0_q[first],
+        weight=mean(fleet.availability * fleet.response),
+        demand_kw=mean(fleet.demand_kw),
+        balance=mean(fleet.balance),
+        storage_kwh=mean(fleet.storage_kwh),
+        storage0_kwh=mean(np.minimum(fleet.storage0_kwh, fleet.storage_kwh)),
+    )

@@ -1,0 +1,244 @@
+"""The planning job: cluster, solve, disaggregate, bid; a safe greedy fallback when the solver fails."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services.bidding.domain.bids import (
+    Capability,
+    CapacityBid,
+    EnergyBid,
+    capability,
+    capacity_bids,
+    energy_bids,
+)
+from services.bidding.domain.clusters import build_clusters
+from services.bidding.domain.inputs import Fleet, FloatArray, Market, Options
+from services.bidding.domain.model import ModelSolution, SolveFailedError, solve
+from services.bidding.domain.sim import SimPlan, simulate
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    """A finished planning job: the per-site plan, the bids and how good they are."""
+
+    plan_id: str
+    plan: SimPlan
+    capability: Capability
+    capacity_bids: list[CapacityBid]
+    energy_bids: list[EnergyBid]
+    fallback: bool
+    status: str
+    reason: str
+    clusters: int
+    solve_s: float
+    total_s: float
+    model_objective_eur: float | None
+    model_bound_eur: float | None
+    energy_cost_eur: float
+    reserve_revenue_eur: float
+    bid_price_eur_per_mw_h: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def objective_eur(self) -> float:
+        """Return the realised objective: energy cost + comfort penalty − reserve revenue (forecast)."""
+        return self.energy_cost_eur - self.reserve_revenue_eur
+
+    @property
+    def model_gap(self) -> float | None:
+        """Return the solver's relative gap, if it solved."""
+        if self.model_objective_eur is None or self.model_bound_eur is None:
+            return None
+        return abs(self.model_objective_eur - self.model_bound_eur) / max(1.0, abs(self.model_objective_eur))
+
+
+def spot_per_site(fleet: Fleet, market: Market) -> FloatArray:
+    """Return the spot price of each site's area per quarter, (n, T)."""
+    default = np.zeros(market.quarters)
+    result: FloatArray = np.vstack([market.spot.get(a, default) for a in fleet.area])
+    return result
+
+
+def energy_cost_eur(fleet: Fleet, market: Market, plan: SimPlan, options: Options) -> float:
+    """Return HP electricity at spot + boiler heat at the balance price + end top-up + comfort penalty."""
+    spot = spot_per_site(fleet, market)
+    hp = float(np.sum(plan.on * fleet.power_kw[:, None] * spot)) / 4000.0
+    gas = float(np.sum(plan.gas_kwh * fleet.balance)) / 1000.0
+    topup = float(np.sum(plan.topup_kwh * fleet.balance[:, -1])) / 1000.0
+    penalty = options.comfort_penalty_eur_per_kwh * float(plan.overflow_kwh.sum())
+    return hp + gas + topup + penalty
+
+
+def revenue_eur(bids: list[CapacityBid], market: Market) -> float:
+    """Return the capacity revenue of bids at the forecast price (all accepted)."""
+    total = 0.0
+    for bid in bids:
+        price = float(np.mean(market.reserve_eur_per_mw_h[bid.area][bid.first : bid.last]))
+        total += price * bid.capacity_mw * (bid.last - bid.first) / 4.0
+    return total
+
+
+def plan(fleet: Fleet, market: Market, options: Options, plan_id: str) -> PlanOutcome:
+    """Plan the fleet and derive bids; never raises on solver failure (falls back and says so)."""
+    began = time.perf_counter()
+    clusters = build_clusters(fleet, options)
+    spot = spot_per_site(fleet, market)
+    try:
+        if clusters.count == 0:
+            raise SolveFailedError("no online site to optimise")
+        solution = solve(clusters, market, options)
+    except SolveFailedError as exc:
+        LOGGER.error("plan %s: solver failed (%s); publishing the greedy fallback plan", plan_id, exc)
+        return _fallback(fleet, market, options, plan_id, str(exc), clusters.count, began)
+    sim = simulate(fleet, spot, clusters.cluster_of, solution.target_on)
+    cap = capability(fleet, sim, options)
+    price = _bid_price(clusters, market, options, solution)
+    cbids = capacity_bids(cap, market, options, price)
+    return PlanOutcome(
+        plan_id=plan_id,
+        plan=sim,
+        capability=cap,
+        capacity_bids=cbids,
+        energy_bids=energy_bids(fleet, cap, market, cbids),
+        fallback=False,
+        status=solution.status,
+        reason="",
+        clusters=clusters.count,
+        solve_s=solution.solve_s,
+        total_s=time.perf_counter() - began,
+        model_objective_eur=solution.objective_eur,
+        model_bound_eur=solution.bound_eur,
+        energy_cost_eur=energy_cost_eur(fleet, market, sim, options),
+        reserve_revenue_eur=revenue_eur(cbids, market),
+        bid_price_eur_per_mw_h=price,
+    )
+
+
+def _bid_price(clusters: object, market: Market, options: Options, solution: ModelSolution) -> float:
+    """Price = the cost of holding the flexibility per MW·h (energy-only re-solve), at least the floor."""
+    held_mw_h = sum(steps * 0.1 for steps in solution.reserve_steps.values())
+    if not options.price_energy_only or held_mw_h <= 0:
+        return options.bid_price_floor_eur_per_mw_h
+    revenue = _model_revenue(market, solution)
+    hours_per_period = {area: market.products[area].period_hours for area in market.products}
+    held = sum(
+        steps * 0.1 * hours_per_period.get(area, 1) for (area, _), steps in solution.reserve_steps.items()
+    )
+    try:
+        quick = Options(**{**options.__dict__, "time_limit_s": max(1.0, options.time_limit_s / 3)})
+        energy_only = solve(clusters, market, quick, with_reserve=False)  # type: ignore[arg-type]
+    except SolveFailedError:
+        return options.bid_price_floor_eur_per_mw_h
+    extra_cost = solution.objective_eur + revenue - energy_only.bound_eur
+    per_mw_h = max(0.0, extra_cost) / max(held, 1e-9)
+    return max(options.bid_price_floor_eur_per_mw_h, math.ceil(per_mw_h * 100) / 100)
+
+
+def _model_revenue(market: Market, solution: ModelSolution) -> float:
+    total = 0.0
+    for (area, first), steps in solution.reserve_steps.items():
+        rule = market.products[area]
+        last = first + rule.period_hours * 4
+        total += (
+            float(np.mean(market.reserve_eur_per_mw_h[area][first:last])) * steps * 0.1 * rule.period_hours
+        )
+    return total
+
+
+def _fallback(
+    fleet: Fleet, market: Market, options: Options, plan_id: str, reason: str, clusters: int, began: float
+) -> PlanOutcome:
+    sim = simulate(fleet, spot_per_site(fleet, market))
+    cap = capability(fleet, sim, options)
+    return PlanOutcome(
+        plan_id=plan_id,
+        plan=sim,
+        capability=cap,
+        capacity_bids=[],
+        energy_bids=[],
+        fallback=True,
+        status="fallback",
+        reason=reason,
+        clusters=clusters,
+        solve_s=0.0,
+        total_s=time.perf_counter() - began,
+        model_objective_eur=None,
+        model_bound_eur=None,
+        energy_cost_eur=energy_cost_eur(fleet, market, sim, options),
+        reserve_revenue_eur=0.0,
+        bid_price_eur_per_mw_h=options.bid_price_floor_eur_per_mw_h,
+    )
+
+
+def greedy(fleet: Fleet, market: Market, options: Options) -> PlanOutcome:
+    """The baseline: HP whenever spot < balance price (within the rules), bids from what that leaves."""
+    began = time.perf_counter()
+    sim = simulate(fleet, spot_per_site(fleet, market))
+    cap = capability(fleet, sim, options)
+    cbids = capacity_bids(cap, market, options, options.bid_price_floor_eur_per_mw_h)
+    return PlanOutcome(
+        plan_id="greedy",
+        plan=sim,
+        capability=cap,
+        capacity_bids=cbids,
+        energy_bids=energy_bids(fleet, cap, market, cbids),
+        fallback=False,
+        status="greedy",
+        reason="",
+        clusters=0,
+        solve_s=0.0,
+        total_s=time.perf_counter() - began,
+        model_objective_eur=None,
+        model_bound_eur=None,
+        energy_cost_eur=energy_cost_eur(fleet, market, sim, options),
+        reserve_revenue_eur=revenue_eur(cbids, market),
+        bid_price_eur_per_mw_h=options.bid_price_floor_eur_per_mw_h,
+    )
+
+
+@dataclass(frozen=True)
+class PoolSizing:
+    """How many sites of the current fleet make the minimum symmetric bid, from a solved plan."""
+
+    sites: int
+    min_bid_mw: float
+    symmetric_mw_min: float
+    symmetric_mw_median: float
+    mw_per_site_min: float
+    mw_per_site_median: float
+    sites_needed_all_quarters: int | None
+    sites_needed_median_quarter: int | None
+    full_power_sites_needed: int
+
+
+def pool_sizing(fleet: Fleet, outcome: PlanOutcome, min_bid_mw: float = 0.3) -> PoolSizing:
+    """Scale the plan's guaranteed symmetric MW per online site to the sites needed for min_bid_mw."""
+    symmetric = np.zeros(fleet.quarters)
+    for area in outcome.capability.up_mw:
+        symmetric += np.minimum(outcome.capability.up_mw[area], outcome.capability.down_mw[area])
+    online = max(1, int(fleet.online.sum()))
+    low, mid = float(symmetric.min()), float(np.median(symmetric))
+    mean_power_mw = float(fleet.power_kw[fleet.online].mean()) / 1000.0 if fleet.online.any() else 0.0
+
+    def needed(mw: float) -> int | None:
+        return math.ceil(min_bid_mw / (mw / online)) if mw > 0 else None
+
+    return PoolSizing(
+        sites=fleet.size,
+        min_bid_mw=min_bid_mw,
+        symmetric_mw_min=round(low, 3),
+        symmetric_mw_median=round(mid, 3),
+        mw_per_site_min=low / online,
+        mw_per_site_median=mid / online,
+        sites_needed_all_quarters=needed(low),
+        sites_needed_median_quarter=needed(mid),
+        full_power_sites_needed=math.ceil(min_bid_mw / mean_power_mw) if mean_power_mw else 0,
+    )
