@@ -143,6 +143,28 @@ def test_every_service_is_scraped_and_reports_itself_up(prometheus: PrometheusSe
         assert prometheus.value(f'hybridpool_service_up{{service="{name}"}}') == 1
 
 
+def test_prometheus_ingests_every_monitored_metric_a_service_exposes(
+    prometheus: PrometheusServer, services: dict[str, RunningService]
+) -> None:
+    """What a rule or dashboard queries and a service exposes arrives in Prometheus under that name."""
+    monitored = set().union(*(checks.metric_names(e) for e in checks.rule_expressions().values()))
+    for board in checks.dashboard_files().values():
+        monitored |= set().union(*(checks.metric_names(e) for e in checks.dashboard_expressions(board)))
+    for name, svc in services.items():
+        text = httpx.get(f"{svc.url}/metrics", timeout=5).text
+        exposed = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#"}
+        wanted = exposed & monitored
+        assert "hybridpool_service_up" in wanted
+        deadline = time.monotonic() + TIMEOUT_S
+        stored: set[str] = set()
+        while not wanted <= stored and time.monotonic() < deadline:
+            time.sleep(0.5)
+            stored = {
+                r["metric"]["__name__"] for r in prometheus.query(f'{{job="hybridpool", service="{name}"}}')
+            }
+        assert wanted <= stored, f"{name}: {sorted(wanted - stored)} not in Prometheus"
+
+
 def test_the_project_rules_load_and_evaluate_without_errors(prometheus: PrometheusServer) -> None:
     expected = {rule["alert"] for rule in checks.alerts()}
     deadline = time.monotonic() + TIMEOUT_S
