@@ -174,6 +174,7 @@ async def test_server_error_then_success(
     assert rig.errors("DayAheadPrices", "http_5xx") == 1
     prices = await published(infra, rig, day)
     assert {as_fixture_key(p): p.price_eur_per_mwh for p in prices} == fixture_prices(eds, day)
+    assert await dead_letters(infra, rig, "DayAheadPrices", day) == []
 
 
 async def test_null_dkk_prices_are_published_with_eur_only(
@@ -212,6 +213,7 @@ async def test_dst_days_have_every_quarter_keyed_on_utc(
     assert dk1[0].interval_start == start
     assert dk1[-1].interval_end == end
     assert {as_fixture_key(p): p.price_eur_per_mwh for p in prices} == fixture_prices(eds, day)
+    assert await dead_letters(infra, rig, "DayAheadPrices", day) == []
 
 
 async def test_autumn_day_keeps_its_negative_price(
@@ -235,6 +237,7 @@ async def test_large_ranges_are_paged(
     assert offsets == [0, 50, 100, 150]
     prices = await published(infra, rig, day)
     assert {as_fixture_key(p): p.price_eur_per_mwh for p in prices} == fixture_prices(eds, day)
+    assert await dead_letters(infra, rig, "DayAheadPrices", day) == []
 
 
 async def test_malformed_records_are_dead_lettered_and_corrections_republished(
