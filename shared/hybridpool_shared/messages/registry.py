@@ -28,12 +28,10 @@ class SiteLocation(Message):
     price_area: PriceArea
 
 
-class SiteMasterDataChanged(Message):
-    """A site's master data was created, changed or removed (compacted topic, keyed by site)."""
+class SiteMasterData(Message):
+    """A site's master data as an installer enters it (HP-Hub 101–109)."""
 
     site_id: SiteId = Field(description="HP-Hub 101: unique heat pump id.")
-    changed_at: UtcDatetime
-    deleted: bool = Field(default=False, description="True: the site left the registry.")
     make_model: str = Field(default="", max_length=120, description="HP-Hub 102.")
     location: SiteLocation
     hp_heat_power_kw: float = Field(gt=0, le=2000, description="HP-Hub 104: max heat output.")
@@ -51,17 +49,24 @@ class SiteMasterDataChanged(Message):
     immersion_heater_placement: str = Field(default="", max_length=80, description="HP-Hub 109.")
     heated_area_m2: float = Field(default=150.0, gt=0, le=100000)
     owner_id: str = Field(default="", max_length=64, description="The end user who owns the data.")
-    installer_id: str = Field(default="", max_length=64)
-
-    def kafka_key(self) -> bytes:
-        """Key by site: the compacted topic keeps the last state of each site."""
-        return self.site_id.encode()
 
     @model_validator(mode="after")
     def _cop_plausible(self) -> Self:
         if self.hp_heat_power_kw < self.hp_electric_power_kw:
             raise ValueError("hp_heat_power_kw below hp_electric_power_kw implies COP < 1")
         return self
+
+
+class SiteMasterDataChanged(SiteMasterData):
+    """A site's master data was created, changed or removed (compacted topic, keyed by site)."""
+
+    changed_at: UtcDatetime
+    deleted: bool = Field(default=False, description="True: the site left the registry.")
+    installer_id: str = Field(default="", max_length=64, description="Who installed and edits it.")
+
+    def kafka_key(self) -> bytes:
+        """Key by site: the compacted topic keeps the last state of each site."""
+        return self.site_id.encode()
 
 
 class AuditRecorded(Message):
