@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +223,46 @@ def test_entrypoint_knows_exactly_the_platform_services() -> None:
     match = re.search(r'^SERVICES="([^"]+)"', ENTRYPOINT.read_text(), re.MULTILINE)
     assert match is not None
     assert tuple(match.group(1).split()) == SERVICES
+
+
+def test_containerfile_copies_only_what_exists_and_the_ignore_file_lets_through() -> None:
+    ignore = (DEPLOY / "Containerfile.dockerignore").read_text().split()
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    sources = []
+    for line in CONTAINERFILE.read_text().splitlines():
+        parts = [p for p in line.split() if not p.startswith("--")]
+        if parts and parts[0] == "COPY" and not line.startswith("COPY --from"):
+            sources += parts[1:-1]
+    assert sources
+    for source in sources:
+        assert (REPO / source).exists(), source
+        assert source.rstrip("/") in allowed, f"{source} is excluded from the build context"
+
+
+def test_the_image_build_installs_every_service_and_the_cli(tmp_path: Path) -> None:
+    """The build stage runs `pip install .`: the project's wheel must hold what the entrypoint starts."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "--wheel-dir",
+            str(tmp_path),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("hybridpool-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+    for name in SERVICES:
+        assert f"services/{name}/__main__.py" in names
+    assert "hybridpool_shared/topics.py" in names
+    assert "hybridpool = hybridpool_cli.main:app" in entry_points
