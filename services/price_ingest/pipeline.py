@@ -101,6 +101,17 @@ class Ingestor:
         """Ingest records fetched for a window starting at start, and record the successful fetch."""
         result = await self.ingest_records(dataset, records, source.label(dataset, start))
         self.metrics.succeeded(dataset.name, result.latest_end.timestamp() if result.latest_end else None)
+        if result.published or result.rejected:
+            LOGGER.info(
+                "%s from %s: %s records, %s published (%s corrections), %s unchanged, %s rejected",
+                dataset.name,
+                start.isoformat(),
+                result.fetched,
+                result.published,
+                result.corrected,
+                result.unchanged,
+                result.rejected,
+            )
         return result
 
     async def ingest_range(
