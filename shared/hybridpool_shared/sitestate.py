@@ -11,6 +11,7 @@ from hybridpool_shared.messages.base import SiteId, UtcDatetime
 
 STATE_KEY_PREFIX = "site:state:"
 STATE_INDEX_KEY = "site:state:index"  # a set of every site_id with a state
+LAST_SEEN_KEY = "site:state:last_seen"  # a sorted set: site_id scored by the epoch second its last reading arrived
 
 
 class GatewayStatus(StrEnum):
@@ -41,6 +42,10 @@ class SiteLiveState(BaseModel):
     min_run_ends_at: UtcDatetime | None = None
     gateway_status: GatewayStatus = GatewayStatus.OK
     updated_at: UtcDatetime
+    received_at: UtcDatetime | None = None
+    heat_power_kw: float | None = None
+    supply_temp_c: float | None = None
+    return_temp_c: float | None = None
 
     def to_redis(self) -> dict[str, str]:
         """Return the hash fields to store (JSON-encoded values)."""
@@ -50,6 +55,10 @@ class SiteLiveState(BaseModel):
     def from_redis(cls, fields: dict[bytes, bytes]) -> SiteLiveState:
         """Parse a hash read from Redis."""
         return cls.model_validate_json(fields[b"json"])
+
+    def data_age_s(self, now: datetime) -> float:
+        """Return how many seconds old the latest reading is (by its measurement time)."""
+        return (now - self.measured_at).total_seconds()
 
     def can_start(self, now: datetime) -> bool:
         """Return True if the HP is idle and past its lock-out."""

@@ -39,7 +39,11 @@ class AggregateQuality(StrEnum):
 
 
 class QuarterAggregated(IntervalMessage):
-    """A site's 15-minute aggregate was computed from its readings."""
+    """A site's 15-minute aggregate was computed from its readings (upsert by site and interval_start).
+
+    Energy is the meter's delta; a delta between two readings that spans a quarter boundary is split
+    between the quarters by time, so the quarters of a site add up to its meter's delta exactly.
+    """
 
     site_id: SiteId
     quality: AggregateQuality
@@ -52,6 +56,14 @@ class QuarterAggregated(IntervalMessage):
     indoor_temp_max_c: float | None = None
     outdoor_temp_mean_c: float | None = None
     hp_running_share: float | None = Field(default=None, ge=0, le=1)
+    coverage_share: float | None = Field(
+        default=None, ge=0, le=1, description="Share of the quarter between readings (1: fully covered)."
+    )
+    energy_apportioned_kwh: float | None = Field(
+        default=None,
+        description="Part of energy_kwh from meter deltas spanning a quarter boundary, split by time.",
+    )
+    revised: bool = Field(default=False, description="Replaces an earlier aggregate of the same quarter.")
 
     def kafka_key(self) -> bytes:
         """Key by site."""

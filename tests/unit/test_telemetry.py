@@ -1,0 +1,186 @@
+"""Telemetry checks, live-state transitions and quarter aggregates, without I/O."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from hybridpool_shared.messages import AggregateQuality, QuarterAggregated, TelemetryReported
+from hybridpool_shared.timeutil import local_day_bounds, quarters_in_local_day
+from services.telemetry.domain.quarters import MeterOrderError, QuarterAggregator, Sample
+from services.telemetry.domain.state import next_state
+from services.telemetry.domain.validation import InvalidReading, Order, check_reading
+
+T0 = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
+
+
+def _reading(at: datetime, meter: float, **kw: object) -> TelemetryReported:
+    fields: dict[str, object] = {
+        "site_id": "v1",
+        "measured_at": at,
+        "electric_power_kw": 2.0,
+        "meter_reading_kwh": meter,
+        "heat_power_kw": 6.0,
+        "supply_temp_c": 40.0,
+        "return_temp_c": 35.0,
+        "indoor_temp_c": 21.0,
+        "outdoor_temp_c": 2.0,
+        "hp_running": True,
+        "boiler_running": False,
+        "sg_ready_state": 2,
+    }
+    fields.update(kw)
+    return TelemetryReported.model_validate(fields)
+
+
+def _meter_at(samples: list[Sample], t: float) -> float:
+    """Linear interpolation of the meter between the readings around t (the test's own maths)."""
+    for a, b in itertools.pairwise(samples):
+        if a.t <= t <= b.t:
+            return a.meter_kwh + (b.meter_kwh - a.meter_kwh) * (t - a.t) / (b.t - a.t)
+    raise AssertionError("t outside the readings")
+
+
+def _feed(agg: QuarterAggregator, samples: list[Sample], site: str = "v1") -> list[QuarterAggregated]:
+    out: list[QuarterAggregated] = []
+    for s in samples:
+        agg.add(site, s)
+        out += agg.close_ready(site)
+    return out
+
+
+def _series(start: float, end: float, seed: int = 1, step: float = 60.0) -> list[Sample]:
+    rng = random.Random(seed)
+    t, meter, samples = start, 1000.0, []
+    while t < end:
+        power = rng.choice([0.0, 0.0, 1.5, 3.0])
+        samples.append(Sample(t, meter, power, power * 3, 21.0 + rng.random(), 1.0, power > 0, False))
+        dt = step + rng.uniform(-20, 20)
+        meter += power * dt / 3600.0 + rng.uniform(0, 0.01)
+        t += dt
+    return samples
+
+
+@pytest.mark.parametrize(("day", "quarters"), [(date(2025, 10, 26), 100), (date(2026, 3, 29), 92)])
+def test_quarters_of_a_dst_day_sum_to_the_meter_delta(day: date, quarters: int) -> None:
+    start, end = (x.timestamp() for x in local_day_bounds(day))
+    samples = _series(start - 700, end + 1000)
+    out = _feed(QuarterAggregator(), samples)
+    starts = {q.interval_start for q in out}
+    day_quarters = [q for q in out if start <= q.interval_start.timestamp() < end]
+    assert len(day_quarters) == quarters == len(quarters_in_local_day(day))
+    assert {q.interval_start for q in day_quarters} == set(quarters_in_local_day(day)) & starts
+    assert all(q.quality is AggregateQuality.MEASURED for q in day_quarters)
+    total = sum(q.energy_kwh or 0.0 for q in day_quarters)
+    assert total == pytest.approx(_meter_at(samples, end) - _meter_at(samples, start), abs=1e-9)
+    assert all(q.energy_apportioned_kwh is not None for q in day_quarters)
+
+
+def test_a_delta_spanning_a_boundary_is_split_by_time() -> None:
+    t = T0.timestamp()
+    agg = QuarterAggregator(max_gap_s=900, grace_s=0)
+    out = _feed(agg, [Sample(t + 600, 0.0), Sample(t + 1200, 10.0), Sample(t + 1800, 10.0)])
+    assert [q.energy_kwh for q in out] == [pytest.approx(5.0), pytest.approx(5.0)]
+    assert out[0].energy_apportioned_kwh == pytest.approx(5.0)
+    assert out[0].quality is AggregateQuality.ESTIMATED  # readings start inside it: only 5 of 15 min covered
+    assert out[0].coverage_share == pytest.approx(1 / 3)
+    assert out[1].quality is AggregateQuality.MEASURED
+
+
+def test_a_gap_is_marked_estimated_and_still_adds_up() -> None:
+    t = T0.timestamp()
+    samples = [Sample(t + 60 * k, 10.0 + k) for k in range(0, 20)]
+    samples += [Sample(t + 60 * k, 10.0 + k) for k in range(45, 70)]  # 25 min silence
+    out = _feed(QuarterAggregator(max_gap_s=300), samples)
+    quality = {q.interval_start.minute: q.quality for q in out}
+    assert quality == {
+        0: AggregateQuality.MEASURED,
+        15: AggregateQuality.ESTIMATED,
+        30: AggregateQuality.ESTIMATED,
+        45: AggregateQuality.MEASURED,
+    }
+    assert sum(q.energy_kwh or 0 for q in out) == pytest.approx(_meter_at(samples, t + 3600) - 10.0)
+
+
+def test_a_silent_site_gets_missing_quarters_then_revised_ones() -> None:
+    t = T0.timestamp()
+    agg = QuarterAggregator()
+    _feed(agg, [Sample(t + 60 * k, float(k)) for k in range(0, 10)])
+    idle = agg.close_idle("v1", t + 3 * 900 + 200)
+    assert [q.quality for q in idle] == [
+        AggregateQuality.ESTIMATED,
+        AggregateQuality.MISSING,
+        AggregateQuality.MISSING,
+    ]
+    assert idle[1].energy_kwh is None  # never silently filled
+    back = [Sample(t + 3000, 30.0), Sample(t + 3060, 31.0), Sample(t + 4000, 40.0)]
+    revised = _feed(agg, back)
+    again = [q for q in revised if q.revised]
+    assert [q.interval_start.minute for q in again] == [0, 15, 30]
+    assert all(q.quality is AggregateQuality.ESTIMATED and q.energy_kwh is not None for q in again)
+    final = {q.interval_start: q.energy_kwh for q in [*idle, *revised]}  # upsert: later wins
+    assert sum(v or 0 for v in final.values()) == pytest.approx(_meter_at([*back], t + 3600) - 0.0, abs=1e-9)
+
+
+def test_out_of_order_and_duplicate_readings_give_the_same_quarters() -> None:
+    samples = _series(T0.timestamp(), T0.timestamp() + 7200, seed=4, step=20)
+    in_order = _feed(QuarterAggregator(grace_s=120), samples)
+    shuffled = list(samples)
+    for k in range(0, len(shuffled) - 3, 3):  # swap neighbours: late by one reading
+        shuffled[k], shuffled[k + 1] = shuffled[k + 1], shuffled[k]
+    agg = QuarterAggregator(grace_s=120)
+    out = []
+    for s in shuffled:
+        agg.add("v1", s)
+        assert not agg.add("v1", s), "a duplicate is ignored"
+        out += agg.close_ready("v1")
+    assert [q.energy_kwh for q in out] == pytest.approx([q.energy_kwh for q in in_order])
+
+
+def test_a_reading_whose_meter_contradicts_its_neighbours_is_refused() -> None:
+    t = T0.timestamp()
+    agg = QuarterAggregator()
+    agg.add("v1", Sample(t, 10.0))
+    agg.add("v1", Sample(t + 120, 12.0))
+    with pytest.raises(MeterOrderError):
+        agg.add("v1", Sample(t + 60, 13.0))
+
+
+def test_validation_refuses_future_and_backward_meter_and_accepts_duplicates() -> None:
+    first = _reading(T0, 100.0)
+    state = next_state(None, first, T0)
+    with pytest.raises(InvalidReading, match="future") as future:
+        check_reading(_reading(T0 + timedelta(minutes=5), 101.0), state, now=T0)
+    assert future.value.kind == "future_timestamp"
+    now = T0 + timedelta(minutes=10)
+    with pytest.raises(InvalidReading) as back:
+        check_reading(_reading(T0 + timedelta(minutes=1), 99.0), state, now=now)
+    assert back.value.kind == "meter_decreased"
+    assert check_reading(_reading(T0, 100.0), state, now=now) is Order.DUPLICATE
+    with pytest.raises(InvalidReading, match="other meter value"):
+        check_reading(_reading(T0, 100.5), state, now=now)
+    assert check_reading(_reading(T0 - timedelta(minutes=1), 99.9), state, now=now) is Order.OLDER
+    with pytest.raises(InvalidReading) as cop:
+        check_reading(_reading(T0 + timedelta(minutes=1), 101.0, heat_power_kw=200.0), state, now=now)
+    assert cop.value.kind == "implausible_cop"
+    with pytest.raises(InvalidReading) as jump:
+        check_reading(_reading(T0 + timedelta(minutes=1), 5000.0), state, now=now)
+    assert jump.value.kind == "meter_jump"
+
+
+def test_live_state_tracks_running_since_lockout_and_min_run() -> None:
+    s1 = next_state(None, _reading(T0, 100.0, hp_running=True), T0)
+    s2 = next_state(s1, _reading(T0 + timedelta(minutes=5), 100.2, hp_running=True), T0)
+    assert s2.running_since == T0
+    assert s2.min_run_ends_at == T0 + timedelta(minutes=15)
+    assert not s2.can_stop(T0 + timedelta(minutes=10))
+    stop_at = T0 + timedelta(minutes=20)
+    s3 = next_state(s2, _reading(stop_at, 100.5, hp_running=False, electric_power_kw=0.0), stop_at)
+    assert s3.stopped_since == stop_at
+    assert s3.lockout_ends_at == stop_at + timedelta(minutes=15)
+    assert not s3.can_start(stop_at + timedelta(minutes=14))
+    assert s3.can_start(stop_at + timedelta(minutes=15))
+    assert s3.running_since == T0  # the last run's start is kept for reference
