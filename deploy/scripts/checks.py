@@ -101,7 +101,7 @@ def exported_metrics(services: tuple[str, ...]) -> dict[str, set[str]]:
     """Return, per service, the sample names its /metrics can expose (built, not run)."""
     found: dict[str, set[str]] = {}
     for name in services:
-        service = _build(name)
+        service = build_service(name, kafka_bootstrap="127.0.0.1:9", redis_url="redis://127.0.0.1:9/0")
         names: set[str] = set()
         for family in service.metrics.registry.collect():
             names |= {family.name + suffix for suffix in SAMPLE_SUFFIXES[family.type]}
@@ -109,7 +109,8 @@ def exported_metrics(services: tuple[str, ...]) -> dict[str, set[str]]:
     return found
 
 
-def _build(name: str) -> Any:
+def build_service(name: str, **settings_values: Any) -> Any:
+    """Build (not start) a service from its settings class, the environment and settings_values."""
     app = importlib.import_module(f"services.{name}.app")
     settings_module = importlib.import_module(f"services.{name}.settings")
     settings_cls = next(
@@ -118,5 +119,4 @@ def _build(name: str) -> Any:
         if key.endswith("Settings") and key != "ServiceSettings" and isinstance(value, type)
     )
     # Addresses are only stored at build time; nothing connects until the service starts.
-    settings = settings_cls(kafka_bootstrap="127.0.0.1:9", redis_url="redis://127.0.0.1:9/0")
-    return app.build(settings)
+    return app.build(settings_cls(**settings_values))

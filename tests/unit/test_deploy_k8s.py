@@ -205,3 +205,16 @@ def test_production_runs_no_simulators_and_pins_the_image() -> None:
     images = {d["spec"]["template"]["spec"]["containers"][0]["image"] for d in deployments.values()}
     assert len(images) == 1
     assert not images.pop().startswith("hybridpool:")
+
+
+def test_the_deployed_settings_give_acks_all_idempotent_producers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ConfigMap's environment, read by a real service build, yields the durable producer."""
+    config = _by_kind(checks.kustomize(BUILDS["production"]), "ConfigMap")["hybridpool-config"]["data"]
+    for key, value in config.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")
+    service = checks.build_service("dispatch")
+    producer = service.broker._connection_kwargs  # what aiokafka's producer is created with
+    assert producer["acks"] == "all"
+    assert producer["enable_idempotence"] is True
+    assert service.settings.kafka_bootstrap == config["KAFKA_BOOTSTRAP"]
