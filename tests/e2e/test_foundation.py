@@ -57,7 +57,8 @@ def _site(site_id: str) -> SiteMasterDataChanged:
 
 
 def _price(spot: float) -> DayAheadPriceIngested:
-    start = floor_quarter(utc_now()) + timedelta(days=1)
+    # A month ahead: no replayed price of price_ingest can share this interval.
+    start = floor_quarter(utc_now()) + timedelta(days=30)
     return DayAheadPriceIngested(
         area="DK1",
         interval_start=start,
@@ -97,14 +98,18 @@ async def test_day_ahead_price_becomes_balance_prices(
         await _wait_for_site(infra.redis_url, site_id)
         # A malformed price first: the consumer must park it and go on with the next one.
         await produce(infra.kafka_bootstrap, topics.PRICES_DAY_AHEAD.name, b'{"area": "DK1"}')
-        await publish(broker, topics.PRICES_DAY_AHEAD, _price(spot=120.0))
+        price = _price(spot=120.0)
+        await publish(broker, topics.PRICES_DAY_AHEAD, price)
     finally:
         await broker.stop()
 
     records = await wait_for_records(
         infra.kafka_bootstrap,
         topics.SITES_BALANCE_PRICE.name,
-        lambda r: json.loads(r.value)["site_id"] == site_id,
+        lambda r: (
+            BalancePriceComputed.from_json_bytes(r.value).site_id == site_id
+            and BalancePriceComputed.from_json_bytes(r.value).interval_start == price.interval_start
+        ),
     )
     result = BalancePriceComputed.from_json_bytes(records[0].value)
     gas_heat = 0.80 / (11.0 * 0.9) * 1000  # the service's default tariff, this site's boiler
