@@ -99,7 +99,7 @@ class Dispatcher:
         self.log = CommandLog(redis, prefix, settings.log_max_len)
         self.profiles = ProfileStore(redis, prefix)
         self.reports = ReportStore(redis, prefix)
-        self.fleet = Fleet()
+        self.fleet = Fleet(settings.default_min_run_minutes * 60, settings.default_lockout_minutes * 60)
         self.loops: dict[str, ActivationLoop] = {}
         self.final: dict[str, ActivationReport] = {}
         self.frequency_hz: float | None = None

@@ -27,6 +27,8 @@ class DispatchSettings(ServiceSettings):
     lease_grace_s: float = Field(default=300.0, gt=0, description="Lease beyond the planned release.")
     reaction_give_up_s: float = Field(default=1200.0, gt=0, description="A reaction not seen by then: none.")
     reaction_stable_window_s: float = Field(default=120.0, gt=0, description="Stable = flat this long.")
+    default_min_run_minutes: float = Field(default=15, ge=0, description="Until master data says otherwise.")
+    default_lockout_minutes: float = Field(default=15, ge=0, description="Until master data says otherwise.")
     site_prefix: str = Field(default="", description="Serve only sites whose id starts with this (pools).")
     publish_concurrency: int = Field(default=1000, ge=1, le=20000, description="Command publishes in flight.")
     follow_plan: bool = Field(default=True, description="Apply pool.plan between activations.")

@@ -71,6 +71,7 @@ def test_fcr_n_share_is_proportional_over_the_band() -> None:
 def test_fleet_tracks_starts_and_stops_from_telemetry() -> None:
     fleet = Fleet()
     fleet.set_master("x", 4.0, min_run_min=20, lockout_min=10)
+    fleet.observe("x", NOW - 60, 0.0, False)  # first sight: no start counted
     fleet.observe("x", NOW, 2.0, True)
     fleet.observe("x", NOW + 60, 0.0, False)
     u = fleet.units["x"]

@@ -63,14 +63,16 @@ class Unit:
 class Fleet:
     """Every known unit, updated from telemetry, master data and balance prices."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_run_s: float = DEFAULT_MIN_RUN_S, lockout_s: float = DEFAULT_LOCKOUT_S) -> None:
         self.units: dict[str, Unit] = {}
+        self.min_run_s = min_run_s
+        self.lockout_s = lockout_s
 
     def unit(self, site_id: str) -> Unit:
         """Return the unit of a site, creating it on first sight."""
         found = self.units.get(site_id)
         if found is None:
-            found = self.units[site_id] = Unit(site_id)
+            found = self.units[site_id] = Unit(site_id, min_run_s=self.min_run_s, lockout_s=self.lockout_s)
         return found
 
     def observe(self, site_id: str, at_s: float, power_kw: float, hp_running: bool) -> None:
@@ -78,7 +80,9 @@ class Fleet:
         u = self.unit(site_id)
         if at_s < u.measured_s:
             return
-        if hp_running and not u.hp_running:
+        if u.measured_s == 0.0:
+            pass  # first sight: the history is unknown, the site's own controller guards its rest
+        elif hp_running and not u.hp_running:
             u.running_since_s = at_s
             u.starts.append(at_s)
         elif u.hp_running and not hp_running:

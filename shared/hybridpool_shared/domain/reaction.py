@@ -75,44 +75,55 @@ def measure_reaction(
     stable_window: timedelta = timedelta(minutes=2),
     give_up_after: timedelta = timedelta(minutes=20),
 ) -> ReactionPhases:
-    """Find first change, 50 %, 90 % and stable after sent_at, relative to the expected change."""
+    """Find first change, 50 %, 90 % and stable after sent_at, relative to the expected change.
+
+    Once the power has been stable for two windows, the phases are measured against the change actually
+    reached (the expected change of a switch-on is only an estimate); observed_change_kw keeps it.
+    """
     sign = 1.0 if expected_change_kw >= 0 else -1.0
-    size = abs(expected_change_kw)
-    first_thr = max(NOISE_SIGMAS * site_noise_kw, FIRST_CHANGE_SHARE * size)
-    band = max(NOISE_SIGMAS * site_noise_kw, STABLE_BAND_SHARE * size)
     after = sorted((s for s in samples if s.at > sent_at), key=lambda s: s.at)
     moved = [sign * (s.power_kw - baseline_kw) for s in after]
-    first = _first(after, moved, lambda m: m >= first_thr)
-    r50 = _first(after, moved, lambda m: size > 0 and m >= 0.5 * size)
-    r90 = _first(after, moved, lambda m: size > 0 and m >= 0.9 * size)
-    stable_at = _stable_at(after[first:], band, stable_window) if first is not None else None
+    noise_floor = NOISE_SIGMAS * site_noise_kw
+    size = abs(expected_change_kw)
+    first = _first(moved, lambda m: m >= max(noise_floor, FIRST_CHANGE_SHARE * size))
+    band = max(noise_floor, STABLE_BAND_SHARE * size)
+    stable = _stable_at(after[first:], band, stable_window) if first is not None else None
+    settled = stable is not None and after[-1].at - stable[0] >= 2 * stable_window
+    if stable is not None and settled:
+        level = [m for s, m in zip(after, moved, strict=True) if s.at >= after[-1].at - stable_window]
+        if statistics.fmean(level) >= noise_floor:
+            size = statistics.fmean(level)  # the change actually reached is the reference from now on
+            first = _first(moved, lambda m: m >= max(noise_floor, FIRST_CHANGE_SHARE * size))
+    r50 = _first(moved, lambda m: size > 0 and m >= 0.5 * size)
+    r90 = _first(moved, lambda m: size > 0 and m >= 0.9 * size)
     observed = after[-1].power_kw - baseline_kw if after else None
     timed_out = bool(after) and after[-1].at - sent_at >= give_up_after
     return ReactionPhases(
         first_change_at=after[first].at if first is not None else None,
         reached_50_at=after[r50].at if r50 is not None else None,
         reached_90_at=after[r90].at if r90 is not None else None,
-        stable_at=stable_at,
+        stable_at=stable[0] if stable is not None else None,
         observed_change_kw=observed,
-        complete=stable_at is not None or timed_out,
+        complete=settled or timed_out,
     )
 
 
-def _first(after: Sequence[PowerSample], moved: Sequence[float], ok: Callable[[float], bool]) -> int | None:
+def _first(moved: Sequence[float], ok: Callable[[float], bool]) -> int | None:
     for i, m in enumerate(moved):
         if ok(m):
             return i
     return None
 
 
-def _stable_at(after: Sequence[PowerSample], band: float, window: timedelta) -> datetime | None:
-    """Return the first reading's time from which power stays within band for a whole (seen) window."""
+def _stable_at(after: Sequence[PowerSample], band: float, window: timedelta) -> tuple[datetime, float] | None:
+    """Return (time, power) of the first reading from which power stays within band for a whole window."""
     for i, start in enumerate(after):
         if after[-1].at - start.at < window:
             return None
         end = start.at + window
-        if all(abs(s.power_kw - start.power_kw) <= band for s in after[i:] if s.at <= end):
-            return start.at
+        inside = [s.power_kw for s in after[i:] if s.at <= end]
+        if all(abs(p - start.power_kw) <= band for p in inside):
+            return start.at, start.power_kw
     return None
 
 
