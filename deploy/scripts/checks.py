@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ EXTERNAL_METRICS: dict[str, str] = {
     "kafka_consumergroup_lag": "Kafka exporter (danielqsj/kafka-exporter, Strimzi kafkaExporter)",
     "kafka_topic_partition_under_replicated_partition": "Kafka exporter",
 }
+# A template's {{ query "..." }}: its PromQL must name real metrics too.
+ANNOTATION_QUERY = re.compile(r'query "((?:[^"\\]|\\.)*)"')
 SAMPLE_SUFFIXES = {
     "counter": ("_total", "_created"),
     "histogram": ("_bucket", "_sum", "_count", "_created"),
@@ -66,12 +69,16 @@ def _selectors(node: Any) -> Iterator[str]:
 
 
 def rule_expressions() -> dict[str, str]:
-    """Return every alert's (or recording rule's) name and expression from deploy/prometheus/rules."""
-    return {
-        rule.get("alert") or rule["record"]: rule["expr"]
-        for group in render.rule_groups()
-        for rule in group["rules"]
-    }
+    """Return every rule's expression, and the queries its annotation templates run, by rule name."""
+    found: dict[str, str] = {}
+    for group in render.rule_groups():
+        for rule in group["rules"]:
+            name = rule.get("alert") or rule["record"]
+            found[name] = rule["expr"]
+            for key, text in rule.get("annotations", {}).items():
+                for i, query in enumerate(ANNOTATION_QUERY.findall(text)):
+                    found[f"{name} {key} query {i}"] = query.replace('\\"', '"')
+    return found
 
 
 def alerts() -> list[dict[str, Any]]:
