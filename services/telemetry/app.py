@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from hybridpool_shared import topics
-from hybridpool_shared.runtime import Service, build_service, serve, skeleton_handler
+from hybridpool_shared.runtime import Service, build_service, serve
+from services.telemetry.pipeline import TelemetryPipeline
 from services.telemetry.settings import TelemetrySettings
 
 
@@ -15,7 +16,11 @@ def build(settings: TelemetrySettings) -> Service:
         consumes=(topics.SITES_TELEMETRY,),
         produces=(topics.SITES_TELEMETRY_QUARTER,),
     )
-    service.consumer.subscribe(topics.SITES_TELEMETRY, skeleton_handler(service.name))
+    pipeline = TelemetryPipeline(service, settings)
+    service.consumer.subscribe_batch(
+        topics.SITES_TELEMETRY, pipeline.on_batch, max_records=settings.batch_max_records
+    )
+    service.background.append(pipeline.sweep_forever)
     return service
 
 

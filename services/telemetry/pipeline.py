@@ -1,0 +1,196 @@
+"""The telemetry use cases: take a batch of readings to live state and quarters; sweep for silence."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+
+from aiokafka import ConsumerRecord
+from prometheus_client import Counter, Gauge, Histogram
+
+from hybridpool_shared import topics
+from hybridpool_shared.messages import QuarterAggregated, TelemetryReported
+from hybridpool_shared.messaging import Delivery
+from hybridpool_shared.runtime import Service
+from hybridpool_shared.sitestate import GatewayStatus, SiteLiveState
+from hybridpool_shared.timeutil import utc_now
+from services.telemetry.adapters import LiveStateStore
+from services.telemetry.domain.quarters import MeterOrderError, QuarterAggregator, Sample
+from services.telemetry.domain.state import Timing, next_state
+from services.telemetry.domain.validation import InvalidReading, Limits, Order, check_reading
+from services.telemetry.settings import TelemetrySettings
+
+LOGGER = logging.getLogger(__name__)
+LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+def sample_of(r: TelemetryReported) -> Sample:
+    """Return the part of a reading the quarter aggregates use."""
+    return Sample(
+        t=r.measured_at.timestamp(),
+        meter_kwh=r.meter_reading_kwh,
+        power_kw=r.electric_power_kw,
+        heat_kw=r.heat_power_kw,
+        indoor_c=r.indoor_temp_c,
+        outdoor_c=r.outdoor_temp_c,
+        hp_running=r.hp_running,
+        boiler_running=r.boiler_running,
+    )
+
+
+def record_of(msg: TelemetryReported, d: Delivery) -> ConsumerRecord[bytes, bytes]:
+    """Rebuild the consumed record of a message, for its dead-letter entry."""
+    value = msg.to_json_bytes()
+    return ConsumerRecord(
+        d.topic,
+        d.partition,
+        d.offset,
+        d.timestamp_ms,
+        0,
+        d.key,
+        value,
+        None,
+        len(d.key or b""),
+        len(value),
+        (),
+    )
+
+
+class TelemetryPipeline:
+    """Validates readings, keeps live state in Redis, aggregates quarters, watches freshness."""
+
+    def __init__(self, service: Service, settings: TelemetrySettings) -> None:
+        self.service = service
+        self.settings = settings
+        self.store = LiveStateStore(service.redis)
+        self.agg = QuarterAggregator(settings.max_gap_s, settings.close_grace_s)
+        self.limits = Limits(
+            timedelta(seconds=settings.max_future_s),
+            timedelta(hours=settings.max_age_h),
+            settings.max_implied_kw,
+        )
+        self.timing = Timing(
+            timedelta(minutes=settings.min_run_minutes), timedelta(minutes=settings.lockout_minutes)
+        )
+        self.received: dict[str, float] = {}
+        self._last_sweep = time.time()
+        reg = service.metrics.registry
+        self.readings = Counter(
+            "hybridpool_telemetry_readings_total", "Readings by outcome.", ["outcome"], registry=reg
+        )
+        self.lag = Histogram(
+            "hybridpool_telemetry_lag_seconds",
+            "Reading timestamp to live state written in Redis.",
+            buckets=LAG_BUCKETS,
+            registry=reg,
+        )
+        self.quarters = Counter(
+            "hybridpool_telemetry_quarters_total", "Quarter aggregates published.", ["quality"], registry=reg
+        )
+        self.sites = Gauge("hybridpool_telemetry_sites", "Sites by gateway status.", ["status"], registry=reg)
+
+    async def on_batch(self, items: list[tuple[TelemetryReported, Delivery]]) -> None:
+        """Handle a batch: check each reading, update states (one pipeline), publish closed quarters."""
+        received = utc_now()
+        site_ids = list(dict.fromkeys(msg.site_id for msg, _ in items))
+        states = await self.store.load(site_ids)
+        changed: dict[str, SiteLiveState] = {}
+        for msg, delivery in items:
+            order = await self._accept(msg, delivery, states.get(msg.site_id))
+            if order is Order.NEWER:
+                states[msg.site_id] = changed[msg.site_id] = next_state(
+                    states.get(msg.site_id), msg, received, self.timing
+                )
+        await self.store.save(changed.values())
+        written = time.time()
+        for state in changed.values():
+            self.lag.observe(max(0.0, written - state.measured_at.timestamp()))
+        closed = [
+            q for site_id in site_ids if site_id in self.agg.sites for q in self.agg.close_ready(site_id)
+        ]
+        await self.publish(closed)
+
+    async def _accept(
+        self, msg: TelemetryReported, delivery: Delivery, last: SiteLiveState | None
+    ) -> Order | None:
+        try:
+            order = check_reading(msg, last, utc_now(), self.limits)
+            if order is not Order.DUPLICATE:
+                self.agg.add(msg.site_id, sample_of(msg))
+        except InvalidReading as exc:
+            await self._park(msg, delivery, exc.kind, exc.reason)
+            return None
+        except MeterOrderError as exc:
+            await self._park(msg, delivery, "meter_not_monotone", str(exc))
+            return None
+        self.readings.labels(outcome=order.value).inc()
+        self.received[msg.site_id] = time.time()
+        return order
+
+    async def _park(self, msg: TelemetryReported, delivery: Delivery, kind: str, reason: str) -> None:
+        self.readings.labels(outcome="rejected").inc()
+        await self.service.consumer.sink.park(record_of(msg, delivery), kind, reason)
+
+    async def publish(self, quarters: Sequence[QuarterAggregated]) -> None:
+        """Publish quarter aggregates concurrently, in chunks."""
+        chunk = self.settings.publish_chunk
+        for start in range(0, len(quarters), chunk):
+            part = quarters[start : start + chunk]
+            await asyncio.gather(*(self.service.publish(topics.SITES_TELEMETRY_QUARTER, q) for q in part))
+            for q in part:
+                self.quarters.labels(quality=q.quality.value).inc()
+
+    async def sweep_forever(self) -> None:
+        """Run the freshness and idle-quarter sweep every sweep_interval_s."""
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            try:
+                await self.sweep()
+            except Exception:  # a failed sweep is retried next time; the service keeps consuming
+                LOGGER.exception("telemetry sweep failed")
+
+    async def sweep(self) -> None:
+        """Count stale/offline sites, mark those that just crossed a threshold, close idle quarters."""
+        now = time.time()
+        s = self.settings
+        total = await self.store.total()
+        offline = await self.store.count_between(float("-inf"), now - s.offline_after_s)
+        stale = await self.store.count_between(now - s.offline_after_s, now - s.stale_after_s) if total else 0
+        self.sites.labels(status=GatewayStatus.OFFLINE.value).set(offline)
+        self.sites.labels(status=GatewayStatus.STALE.value).set(stale)
+        self.sites.labels(status=GatewayStatus.OK.value).set(max(0, total - offline - stale))
+        await self._mark(GatewayStatus.STALE, s.stale_after_s, now)
+        await self._mark(GatewayStatus.OFFLINE, s.offline_after_s, now)
+        self._last_sweep = now
+        await self.publish(self._close_idle(now))
+
+    async def _mark(self, status: GatewayStatus, after_s: float, now: float) -> None:
+        ids = await self.store.seen_between(self._last_sweep - after_s - 1.0, now - after_s)
+        states = await self.store.load(ids)
+        cutoff = now - after_s
+        marked = [
+            st.model_copy(update={"gateway_status": status, "updated_at": utc_now()})
+            for st in states.values()
+            if st.received_at is not None
+            and st.received_at.timestamp() <= cutoff
+            and st.gateway_status != status
+        ]
+        await self.store.save(marked, touch=False)
+
+    def _close_idle(self, now: float) -> list[QuarterAggregated]:
+        out: list[QuarterAggregated] = []
+        forget_before = now - self.settings.max_age_h * 3600.0
+        for site_id, last in list(self.received.items()):
+            if now - last < self.settings.idle_close_s:
+                continue
+            if last < forget_before:
+                del self.received[site_id]
+                self.agg.sites.pop(site_id, None)
+                continue
+            latest = self.agg.sites[site_id].latest() if site_id in self.agg.sites else None
+            if latest is not None:
+                out += self.agg.close_idle(site_id, latest.t + (now - last))
+        return out

@@ -1,0 +1,171 @@
+"""site_sim and telemetry as real processes on the real broker and Redis: readings become live state,
+commands are acknowledged, bad readings are dead-lettered with their reason."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from hybridpool_shared import topics
+from hybridpool_shared.messages import CommandAcknowledged, DeadLettered, SgReadyState, SwitchHeatPump
+from hybridpool_shared.sitestate import GatewayStatus, SiteLiveState, state_key
+from hybridpool_shared.timeutil import utc_now
+from tests.infra import Infra, RunningService, produce, running, unique, wait_for_records
+
+pytestmark = pytest.mark.integration
+SITES = 12
+
+
+@pytest.fixture(scope="module")
+def pipeline(infra: Infra) -> Iterator[tuple[RunningService, RunningService, str]]:
+    """A telemetry process and a small simulated fleet reporting every 2 s."""
+    prefix = unique("itv")
+    sim_env = {
+        "SITE_SIM_SITES": str(SITES),
+        "SITE_SIM_SITE_PREFIX": prefix,
+        "SITE_SIM_TELEMETRY_INTERVAL_S": "2",
+        "SITE_SIM_PHYSICS_STEP_S": "1",
+        "SITE_SIM_SEED": "11",
+    }
+    with (
+        running("telemetry", infra, {"TELEMETRY_SWEEP_INTERVAL_S": "1"}) as tel,
+        running("site_sim", infra, sim_env) as sim,
+    ):
+        yield tel, sim, prefix
+
+
+async def _get(url: str, **params: object) -> Any:
+    async with httpx.AsyncClient(timeout=5) as client:
+        return (await client.get(url, params=params)).json()  # type: ignore[arg-type]
+
+
+async def _fleet(sim: RunningService) -> list[dict[str, object]]:
+    page = await _get(f"{sim.url}/fleet", limit=100)
+    return [await _get(f"{sim.url}/fleet/{i['site_id']}") for i in page["items"]]
+
+
+async def _states(redis_url: str, site_ids: list[str], timeout: float = 60.0) -> dict[str, SiteLiveState]:
+    client = aioredis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            raw = [await client.hget(state_key(s), "json") for s in site_ids]
+            if all(raw) or time.monotonic() > deadline:
+                return {
+                    s: SiteLiveState.model_validate_json(r) for s, r in zip(site_ids, raw, strict=True) if r
+                }
+            await asyncio.sleep(0.2)
+    finally:
+        await client.aclose()
+
+
+async def test_live_state_of_the_simulated_fleet_appears_in_redis(
+    infra: Infra, pipeline: tuple[RunningService, RunningService, str]
+) -> None:
+    _, sim, prefix = pipeline
+    fleet = await _fleet(sim)
+    assert len(fleet) == SITES
+    online = [f["master"]["site_id"] for f in fleet if not f["offline"]]  # type: ignore[index]
+    states = await _states(infra.redis_url, online)
+    assert sorted(states) == sorted(online)
+    for site in fleet:
+        sid = site["master"]["site_id"]  # type: ignore[index]
+        if sid in states:
+            st = states[sid]
+            assert st.site_id.startswith(prefix)
+            assert st.gateway_status is GatewayStatus.OK
+            assert abs((utc_now() - st.measured_at).total_seconds()) < 30
+            assert st.meter_reading_kwh == pytest.approx(site["meter_kwh"], abs=1.0)
+
+
+async def test_commands_are_acknowledged_accepted_or_refused_with_a_reason(
+    infra: Infra, pipeline: tuple[RunningService, RunningService, str]
+) -> None:
+    from faststream.kafka import KafkaBroker
+
+    from hybridpool_shared.messaging import publish
+
+    _, sim, _ = pipeline
+    site = next(f for f in await _fleet(sim) if not f["offline"] and not f["unresponsive"])
+    site_id = site["master"]["site_id"]  # type: ignore[index]
+    now = utc_now()
+    good = SwitchHeatPump(
+        command_id=unique("cmd"),
+        site_id=site_id,
+        seq=1,
+        sg_ready_state=SgReadyState.NORMAL,
+        issued_at=now,
+        valid_until=now + timedelta(minutes=5),
+    )
+    expired = good.model_copy(
+        update={
+            "command_id": unique("cmd"),
+            "seq": 2,
+            "issued_at": now - timedelta(minutes=10),
+            "valid_until": now - timedelta(minutes=5),
+        }
+    )
+    broker = KafkaBroker(infra.kafka_bootstrap)
+    await broker.connect()
+    try:
+        await publish(broker, topics.DISPATCH_COMMANDS, good)
+        await publish(broker, topics.DISPATCH_COMMANDS, expired)
+    finally:
+        await broker.stop()
+    ids = {good.command_id, expired.command_id}
+    records = await wait_for_records(
+        infra.kafka_bootstrap,
+        topics.DISPATCH_ACKS.name,
+        lambda r: json.loads(r.value)["command_id"] in ids,
+        count=2,
+    )
+    acks = {a.command_id: a for a in (CommandAcknowledged.from_json_bytes(r.value) for r in records)}
+    assert acks[good.command_id].accepted
+    assert not acks[expired.command_id].accepted
+    assert "lease expired" in acks[expired.command_id].reason
+    truth = await _get(f"{sim.url}/ground-truth", command_id=good.command_id)
+    assert [t["site_id"] for t in truth] == [site_id]
+
+
+async def test_bad_readings_are_dead_lettered_with_their_reason(
+    infra: Infra, pipeline: tuple[RunningService, RunningService, str]
+) -> None:
+    site_id = unique("bad-villa")
+    future = {
+        "site_id": site_id,
+        "measured_at": (utc_now() + timedelta(hours=2)).isoformat(),
+        "electric_power_kw": 1.0,
+        "meter_reading_kwh": 10.0,
+        "heat_power_kw": 3.0,
+        "supply_temp_c": 40.0,
+        "return_temp_c": 35.0,
+        "indoor_temp_c": 21.0,
+        "outdoor_temp_c": 1.0,
+        "hp_running": True,
+        "boiler_running": False,
+        "sg_ready_state": 2,
+    }
+    malformed = {**future, "measured_at": utc_now().isoformat(), "electric_power_kw": "lots"}
+    await produce(
+        infra.kafka_bootstrap, topics.SITES_TELEMETRY.name, json.dumps(future).encode(), site_id.encode()
+    )
+    await produce(
+        infra.kafka_bootstrap, topics.SITES_TELEMETRY.name, json.dumps(malformed).encode(), site_id.encode()
+    )
+    records = await wait_for_records(
+        infra.kafka_bootstrap,
+        topics.SITES_TELEMETRY.dlq,
+        lambda r: site_id.encode() in r.value and b"hybridpool.telemetry." in r.value,
+        count=2,
+    )
+    kinds = {DeadLettered.from_json_bytes(r.value).error_kind for r in records}
+    assert kinds == {"future_timestamp", "validation"}
+    assert await _states(infra.redis_url, [site_id], timeout=1.0) == {}
