@@ -1,24 +1,83 @@
-"""Wiring of the opsroom service: settings, connections, subscriptions."""
+"""Wiring of the opsroom service: settings, connections, subscriptions, aggregation loop and HTTP routes."""
 
 from __future__ import annotations
 
 from hybridpool_shared import topics
-from hybridpool_shared.runtime import Service, build_service, serve, skeleton_handler
+from hybridpool_shared.messages import PoolActivated
+from hybridpool_shared.runtime import Service, build_service, serve
+from services.opsroom import api
+from services.opsroom.adapters import OpsStore
+from services.opsroom.domain import Freshness
+from services.opsroom.handlers import Handlers
+from services.opsroom.live import Aggregator, Broadcaster, LiveState
+from services.opsroom.registry_client import RegistryClient
 from services.opsroom.settings import OpsroomSettings
+
+CONSUMES = (
+    topics.SITES_REGISTRY,
+    topics.PRICES_DAY_AHEAD,
+    topics.PRICES_IMBALANCE,
+    topics.PRICES_RESERVE,
+    topics.SITES_BALANCE_PRICE,
+    topics.SITES_TELEMETRY_QUARTER,
+    topics.POOL_PLAN,
+    topics.MARKET_BIDS,
+    topics.MARKET_RESULTS,
+    topics.MARKET_ACTIVATIONS,
+    topics.DISPATCH_REACTIONS,
+)
 
 
 def build(settings: OpsroomSettings) -> Service:
-    """Create the service with its subscriptions (not yet connected)."""
+    """Create the service with its subscriptions, live loop and web page (not yet connected)."""
     service = build_service(
         "opsroom",
         settings,
-        consumes=(topics.MARKET_ACTIVATIONS, topics.MARKET_RESULTS, topics.DISPATCH_REACTIONS),
-        produces=(),
+        consumes=CONSUMES,
+        produces=(topics.MARKET_ACTIVATIONS,),
+        title="hybridpool ops room",
     )
-    service.consumer.subscribe(topics.MARKET_ACTIVATIONS, skeleton_handler(service.name))
-    service.consumer.subscribe(topics.MARKET_RESULTS, skeleton_handler(service.name))
-    service.consumer.subscribe(topics.DISPATCH_REACTIONS, skeleton_handler(service.name))
+    store = OpsStore(service.redis)
+    hub = Broadcaster()
+    live = LiveState()
+    fresh = Freshness(settings.stale_after_s, settings.offline_after_s)
+    aggregator = Aggregator(store, live, hub, fresh, settings.tick_s, settings.stale_alarm_share)
+    handlers = Handlers(store, live, hub, settings.telemetry_quarters_kept)
+    _subscribe(service, handlers)
+    registry = RegistryClient(settings.registry_url, settings.visible_cache_s)
+
+    async def publish_activation(message: PoolActivated) -> None:
+        await service.publish(topics.MARKET_ACTIVATIONS, message)
+
+    service.on_start.append(aggregator.load)
+    service.background.append(aggregator.run)
+    ctx = api.Context(
+        store=store,
+        registry=registry,
+        hub=hub,
+        aggregator=aggregator,
+        publish_activation=publish_activation,
+        fresh=fresh,
+        purpose=settings.purpose,
+        session_ttl_s=settings.session_ttl_s,
+        cookie_secure=settings.cookie_secure,
+    )
+    api.mount(service.api, ctx)
     return service
+
+
+def _subscribe(service: Service, h: Handlers) -> None:
+    sub, batch = service.consumer.subscribe, service.consumer.subscribe_batch
+    batch(topics.SITES_REGISTRY, h.registry)
+    for spec in (topics.PRICES_DAY_AHEAD, topics.PRICES_IMBALANCE, topics.PRICES_RESERVE):
+        batch(spec, h.price)
+    batch(topics.SITES_BALANCE_PRICE, h.balance)
+    batch(topics.SITES_TELEMETRY_QUARTER, h.quarter)
+    batch(topics.POOL_PLAN, h.plan)
+    sub(topics.MARKET_BIDS, h.bid)
+    sub(topics.MARKET_RESULTS, h.result)
+    sub(topics.MARKET_ACTIVATIONS, h.activation)
+    batch(topics.DISPATCH_REACTIONS, h.reaction)
 
 
 def main() -> None:
