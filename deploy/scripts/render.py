@@ -55,10 +55,18 @@ class Plan:
     memory_limit: str
     scales_with: TopicSpec | None = None  # consumers that scale out with this topic's partitions
     component: str = "service"
+    replica_cap: int | None = None  # the most replicas the service's code supports today
+
+    def max_replicas(self, partitions: int) -> int:
+        """Return the autoscaler's ceiling: the partition count, or the code's own cap if lower."""
+        return min(partitions, self.replica_cap or partitions)
 
 
 # The consumers of sites.telemetry (telemetry, dispatch) scale with its partitions; bidding runs the
 # pool-wide optimisation and must stay one active instance; the simulators stand in for homes and TSO.
+# dispatch keeps its fleet view in memory from the telemetry partitions it is assigned and serves each
+# activation in the one replica that receives it, so it stays at one replica until activations reach
+# every replica (docs/partitions.md, "Scaling dispatch out"); its autoscaler is in place for that.
 PLANS: dict[str, Plan] = {
     "registry": Plan(2, "100m", "256Mi", "1", "512Mi", component="api"),
     "price_ingest": Plan(1, "50m", "128Mi", "500m", "256Mi", component="ingest"),
@@ -69,7 +77,14 @@ PLANS: dict[str, Plan] = {
     "bidding": Plan(1, "1", "1Gi", "2", "2Gi", component="optimiser"),
     "market_sim": Plan(1, "50m", "128Mi", "500m", "256Mi", component="simulator"),
     "dispatch": Plan(
-        2, "500m", "512Mi", "2", "1Gi", scales_with=topics.SITES_TELEMETRY, component="consumer"
+        1,
+        "500m",
+        "512Mi",
+        "2",
+        "1Gi",
+        scales_with=topics.SITES_TELEMETRY,
+        component="consumer",
+        replica_cap=1,
     ),
     "site_sim": Plan(1, "250m", "256Mi", "1", "512Mi", component="simulator"),
     "opsroom": Plan(2, "100m", "256Mi", "1", "512Mi", component="ui"),
@@ -260,7 +275,7 @@ def service_documents() -> list[dict[str, Any]]:
     for name, plan in PLANS.items():
         docs += [deployment(name, plan), service(name, plan), disruption_budget(name, plan)]
         if plan.scales_with is not None:
-            docs.append(autoscaler(name, plan, plan.replicas, plan.scales_with.partitions))
+            docs.append(autoscaler(name, plan, plan.replicas, plan.max_replicas(plan.scales_with.partitions)))
     return docs
 
 
@@ -313,13 +328,13 @@ def production_autoscalers() -> list[dict[str, Any]]:
     for name, plan in PLANS.items():
         if plan.scales_with is None:
             continue
-        top = PRODUCTION_PARTITIONS.get(plan.scales_with.name, plan.scales_with.partitions)
+        top = plan.max_replicas(PRODUCTION_PARTITIONS.get(plan.scales_with.name, plan.scales_with.partitions))
         patches.append(
             {
                 "apiVersion": "autoscaling/v2",
                 "kind": "HorizontalPodAutoscaler",
                 "metadata": {"name": k8s_name(name)},
-                "spec": {"minReplicas": PRODUCTION_MIN_CONSUMERS, "maxReplicas": top},
+                "spec": {"minReplicas": min(PRODUCTION_MIN_CONSUMERS, top), "maxReplicas": top},
             }
         )
     return patches

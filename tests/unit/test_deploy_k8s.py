@@ -116,7 +116,10 @@ def test_only_partition_scaled_consumers_autoscale_within_their_partitions(
         assert hpa["spec"]["scaleTargetRef"]["name"] == name
         assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
         # A consumer beyond the partition count of sites.telemetry would sit idle.
-        assert hpa["spec"]["maxReplicas"] == partitions[topics.SITES_TELEMETRY.name]
+        assert hpa["spec"]["maxReplicas"] <= partitions[topics.SITES_TELEMETRY.name]
+    assert hpas["telemetry"]["spec"]["maxReplicas"] == partitions[topics.SITES_TELEMETRY.name]
+    # dispatch's fleet view is per process until activations reach every replica: one replica for now.
+    assert hpas["dispatch"]["spec"]["maxReplicas"] == render.PLANS["dispatch"].replica_cap == 1
 
 
 def test_kafka_topics_are_the_catalogue(built: tuple[str, list[Doc]]) -> None:
