@@ -33,7 +33,7 @@ from services.bidding import adapters
 from services.bidding.adapters import Book, SiteStore
 from services.bidding.assemble import Assembled, assemble
 from services.bidding.domain.inputs import Options
-from services.bidding.domain.planner import PlanOutcome, plan, pool_sizing
+from services.bidding.domain.planner import PlanOutcome, max_symmetric_plan, plan, pool_sizing
 from services.bidding.settings import BiddingSettings
 
 LOGGER = logging.getLogger(__name__)
@@ -127,7 +127,10 @@ class Planner:
         await adapters.save_latest(redis, f"plan:{kind}", summary)
         if kind == DAY_AHEAD:
             self.metrics.bid_mw.set(sum(b.capacity_mw for b in outcome.capacity_bids))
-            sizing = pool_sizing(assembled.fleet, outcome, self.settings.min_bid_fcr_mw)
+            potential = await asyncio.to_thread(
+                max_symmetric_plan, assembled.fleet, assembled.market, self.options()
+            )
+            sizing = pool_sizing(assembled.fleet, potential, self.settings.min_bid_fcr_mw)
             await adapters.save_latest(redis, "sizing", {"plan_id": outcome.plan_id, **asdict(sizing)})
         return summary
 
@@ -306,6 +309,18 @@ def _routes(service: Service, planner: Planner) -> None:
         if summary is None:
             raise HTTPException(409, "no sites known: publish master data on sites.registry first")
         return summary
+
+    @api.get("/inputs", tags=["bidding"])
+    async def inputs() -> dict[str, Any]:
+        masters = await planner.sites.all()
+        states = await adapters.live_states(service.redis, list(masters))
+        return {
+            "registered_sites": len(masters),
+            "live_states": len(states),
+            "spot_quarters": {area: len(v) for area, v in planner.book.spot.items()},
+            "reserve_quarters": {f"{a}:{p}": len(v) for (a, p), v in planner.book.reserve.items()},
+            "balance_sites": len(planner.book.balance),
+        }
 
     @api.get("/plan/latest", tags=["bidding"])
     async def latest_plan(kind: str = DAY_AHEAD) -> dict[str, Any]:

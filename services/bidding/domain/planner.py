@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -214,18 +214,36 @@ class PoolSizing:
     symmetric_mw_median: float
     mw_per_site_min: float
     mw_per_site_median: float
+    symmetric_mw_p10: float
     sites_needed_all_quarters: int | None
+    sites_needed_90pct_quarters: int | None
     sites_needed_median_quarter: int | None
     full_power_sites_needed: int
 
 
+SIZING_RESERVE_EUR_PER_MW_H = 1000.0
+
+
+def max_symmetric_plan(fleet: Fleet, market: Market, options: Options) -> PlanOutcome:
+    """Plan for the most symmetric capacity the fleet can hold (reserve worth far more than energy)."""
+    flat = {
+        area: np.full(market.quarters, SIZING_RESERVE_EUR_PER_MW_H) for area in market.reserve_eur_per_mw_h
+    }
+    tilted = replace(market, reserve_eur_per_mw_h=flat)
+    return plan(fleet, tilted, replace(options, price_energy_only=False), "sizing")
+
+
 def pool_sizing(fleet: Fleet, outcome: PlanOutcome, min_bid_mw: float = 0.3) -> PoolSizing:
-    """Scale the plan's guaranteed symmetric MW per online site to the sites needed for min_bid_mw."""
+    """Scale the plan's guaranteed symmetric MW per online site to the sites needed for min_bid_mw.
+
+    Reported for the worst quarter, the quarter at the 10th percentile (90 % of quarters biddable) and
+    the median quarter; "full power" is the seed's rule of thumb for comparison (all HP power switchable).
+    """
     symmetric = np.zeros(fleet.quarters)
     for area in outcome.capability.up_mw:
         symmetric += np.minimum(outcome.capability.up_mw[area], outcome.capability.down_mw[area])
     online = max(1, int(fleet.online.sum()))
-    low, mid = float(symmetric.min()), float(np.median(symmetric))
+    low, p10, mid = float(symmetric.min()), float(np.percentile(symmetric, 10)), float(np.median(symmetric))
     mean_power_mw = float(fleet.power_kw[fleet.online].mean()) / 1000.0 if fleet.online.any() else 0.0
 
     def needed(mw: float) -> int | None:
@@ -238,7 +256,9 @@ def pool_sizing(fleet: Fleet, outcome: PlanOutcome, min_bid_mw: float = 0.3) -> 
         symmetric_mw_median=round(mid, 3),
         mw_per_site_min=low / online,
         mw_per_site_median=mid / online,
+        symmetric_mw_p10=round(p10, 3),
         sites_needed_all_quarters=needed(low),
+        sites_needed_90pct_quarters=needed(p10),
         sites_needed_median_quarter=needed(mid),
         full_power_sites_needed=math.ceil(min_bid_mw / mean_power_mw) if mean_power_mw else 0,
     )

@@ -1,0 +1,186 @@
+"""Bidding and market simulator as real processes on the real broker and Redis.
+
+Master data and live states go in, symmetric bids come out on market.bids, the market_sim process
+clears them on market.results, the bidding read API shows bids, results and pool sizing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from hybridpool_shared import topics
+from hybridpool_shared.messages import (
+    BidCleared,
+    BidSubmitted,
+    ControlOption,
+    FrequencyMeasured,
+    SiteLocation,
+    SiteMasterDataChanged,
+)
+from hybridpool_shared.sitestate import STATE_INDEX_KEY, GatewayStatus, SiteLiveState, state_key
+from hybridpool_shared.timeutil import utc_now
+from tests.infra import Infra, RunningService, produce, start_service, unique, wait_for_records
+
+pytestmark = pytest.mark.integration
+SITES = 240
+
+
+@pytest.fixture(scope="module")
+def services(infra: Infra) -> Iterator[dict[str, RunningService]]:
+    """bidding (no periodic planning: the test triggers it) and market_sim."""
+    started: dict[str, RunningService] = {}
+    try:
+        started["bidding"] = start_service(
+            "bidding", infra, {"BIDDING_STARTUP_DELAY_S": "86400", "BIDDING_TIME_LIMIT_S": "10"}
+        )
+        started["market_sim"] = start_service("market_sim", infra, {"MARKET_SIM_SEED": "7"})
+        yield started
+    finally:
+        for svc in started.values():
+            svc.process.stop()
+
+
+def _master(site_id: str) -> SiteMasterDataChanged:
+    return SiteMasterDataChanged(
+        site_id=site_id,
+        changed_at=utc_now(),
+        location=SiteLocation(latitude_deg=55.7, longitude_deg=12.5, price_area="DK2"),
+        hp_heat_power_kw=12.0,
+        hp_electric_power_kw=5.0,
+        boiler_power_kw=33.0,
+        control_options=(ControlOption.SG_READY,),
+        heated_area_m2=160.0,
+    )
+
+
+def _state(site_id: str, index: int) -> SiteLiveState:
+    now = utc_now()
+    running = index % 2 == 0
+    return SiteLiveState(
+        site_id=site_id,
+        measured_at=now,
+        electric_power_kw=5.0 if running else 0.0,
+        meter_reading_kwh=100.0,
+        hp_running=running,
+        boiler_running=not running,
+        sg_ready_state=2,
+        indoor_temp_c=21.0,
+        outdoor_temp_c=6.0,
+        running_since=now if running else None,
+        stopped_since=None if running else now,
+        gateway_status=GatewayStatus.OFFLINE if index % 10 == 9 else GatewayStatus.OK,
+        updated_at=now,
+    )
+
+
+async def _publish_fleet(infra: Infra, prefix: str) -> list[str]:
+    ids = [f"{prefix}-{i:04d}" for i in range(SITES)]
+    client = aioredis.from_url(infra.redis_url)
+    try:
+        for i, site_id in enumerate(ids):
+            await client.hset(state_key(site_id), mapping=_state(site_id, i).to_redis())
+            await client.sadd(STATE_INDEX_KEY, site_id)
+    finally:
+        await client.aclose()
+    await asyncio.gather(
+        *(
+            produce(infra.kafka_bootstrap, topics.SITES_REGISTRY.name, _master(s).to_json_bytes(), s.encode())
+            for s in ids
+        )
+    )
+    return ids
+
+
+async def _poll(client: httpx.AsyncClient, url: str, ok: object, timeout: float = 60.0) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await client.get(url)
+        if response.status_code == 200 and ok(response.json()):  # type: ignore[operator]
+            body: dict[str, object] = response.json()
+            return body
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url}: {response.status_code} {response.text[:300]}")
+        await asyncio.sleep(0.3)
+
+
+async def test_fleet_gets_symmetric_bids_cleared_by_market_sim(
+    infra: Infra, services: dict[str, RunningService]
+) -> None:
+    """Published master data + live states → bids ≥ 0.3 MW → results from market_sim → read API."""
+    bidding, market = services["bidding"].url, services["market_sim"].url
+    ids = await _publish_fleet(infra, unique("bidfleet"))
+    async with httpx.AsyncClient(timeout=120.0) as client:
+        await _poll(client, f"{bidding}/inputs", lambda b: b["registered_sites"] >= SITES)
+        trigger = unique("da-test")
+        summary = (await client.post(f"{bidding}/plan/run", params={"trigger": trigger})).json()
+        assert summary["plan_id"] == trigger
+        assert summary["fallback"] is False, summary["reason"]
+        capacity = summary["capacity_bids"]
+        assert capacity, "the fleet should offer symmetric capacity"
+        assert all(
+            b["capacity_mw"] >= 0.3 and b["product"] == "fcr_n" for b in capacity if b["area"] == "DK2"
+        )
+
+        bids = await wait_for_records(
+            infra.kafka_bootstrap,
+            topics.MARKET_BIDS.name,
+            lambda r: BidSubmitted.from_json_bytes(r.value or b"").plan_id == trigger,
+            count=len(capacity),
+        )
+        capacity_ids = {
+            b.bid_id
+            for b in (BidSubmitted.from_json_bytes(r.value or b"") for r in bids)
+            if b.product.value == "fcr_n"
+        }
+        assert capacity_ids
+        results = await wait_for_records(
+            infra.kafka_bootstrap,
+            topics.MARKET_RESULTS.name,
+            lambda r: BidCleared.from_json_bytes(r.value or b"").bid_id in capacity_ids,
+            count=len(capacity_ids),
+        )
+        cleared = [BidCleared.from_json_bytes(r.value or b"") for r in results]
+        assert any(c.accepted and c.accepted_mw >= 0.3 for c in cleared)
+
+        seen = await _poll(
+            client,
+            f"{bidding}/results",
+            lambda rows: {r["bid_id"] for r in rows} >= capacity_ids,  # type: ignore[attr-defined]
+        )
+        assert seen
+        plans = await wait_for_records(
+            infra.kafka_bootstrap,
+            topics.POOL_PLAN.name,
+            lambda r: json.loads(r.value or b"{}").get("plan_id") == trigger and r.key in {ids[0].encode()},
+        )
+        assert len(json.loads(plans[0].value or b"{}")["hp_on"]) == summary["quarters"]
+        sizing = (await client.get(f"{bidding}/pool/sizing")).json()
+        assert sizing["plan_id"] == trigger and sizing["sites_needed_median_quarter"], (sizing, summary)
+        settlement = (await client.get(f"{market}/settlement")).json()
+        assert any(line["bid_id"] in capacity_ids and line["revenue_eur"] > 0 for line in settlement["lines"])
+
+        again = (await client.post(f"{bidding}/plan/run", params={"trigger": trigger})).json()
+        assert again["plan_id"] == trigger and again["total_s"] == summary["total_s"]
+
+
+async def test_market_sim_emits_frequency(infra: Infra, services: dict[str, RunningService]) -> None:
+    """grid.frequency carries 1 s samples near 50 Hz from the running simulator."""
+    since = utc_now() - timedelta(seconds=2)
+    records = await wait_for_records(
+        infra.kafka_bootstrap,
+        topics.GRID_FREQUENCY.name,
+        lambda r: FrequencyMeasured.from_json_bytes(r.value or b"").measured_at >= since,
+        count=3,
+        timeout=30,
+    )
+    samples = [FrequencyMeasured.from_json_bytes(r.value or b"") for r in records]
+    assert all(49.0 < s.frequency_hz < 51.0 for s in samples)
+    assert len({s.measured_at for s in samples}) >= 2
