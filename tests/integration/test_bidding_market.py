@@ -163,12 +163,14 @@ async def test_fleet_gets_symmetric_bids_cleared_by_market_sim(
         )
         assert len(json.loads(plans[0].value or b"{}")["hp_on"]) == summary["quarters"]
         sizing = (await client.get(f"{bidding}/pool/sizing")).json()
-        assert sizing["plan_id"] == trigger and sizing["sites_needed_median_quarter"], (sizing, summary)
+        assert sizing["plan_id"] == trigger
+        assert sizing["sites_needed_median_quarter"] > 0
         settlement = (await client.get(f"{market}/settlement")).json()
         assert any(line["bid_id"] in capacity_ids and line["revenue_eur"] > 0 for line in settlement["lines"])
 
         again = (await client.post(f"{bidding}/plan/run", params={"trigger": trigger})).json()
-        assert again["plan_id"] == trigger and again["total_s"] == summary["total_s"]
+        assert again["plan_id"] == trigger
+        assert again["total_s"] == summary["total_s"]  # the same job's summary, not a new solve
 
 
 async def test_market_sim_emits_frequency(infra: Infra, services: dict[str, RunningService]) -> None:
