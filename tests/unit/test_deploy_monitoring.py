@@ -81,6 +81,7 @@ def test_the_alerts_the_operators_need_exist_with_severity_and_runbook() -> None
         assert rule["annotations"]["summary"]
         assert rule["annotations"]["runbook_url"] == f"docs/runbook.md#{name.lower()}"
         assert name.lower() in headings, f"docs/runbook.md has no section '### {name}'"
+    assert headings == {name.lower() for name in rules}, "a runbook section for an alert that does not exist"
 
 
 def test_rules_query_only_metrics_that_exist(exported: set[str]) -> None:
