@@ -81,3 +81,18 @@ def test_fit_ignores_implausible_measurements() -> None:
     fit = fit_cop_model(outdoor, measured, CopModel(), min_samples=96)
     assert fit.samples == 108
     assert fit.efficiency == pytest.approx(0.4, abs=0.01)
+
+
+def test_fleet_cop_equals_each_sites_model() -> None:
+    from hybridpool_shared.domain.cop import fleet_cop
+
+    models = [CopModel(0.36, HeatingCurve(25.0, 1.0)), CopModel(0.45, HeatingCurve(28.0, 1.6))]
+    outdoor = np.array([[-12.0, 0.0, 9.0], [3.0, 15.0, -4.0]])
+    result = fleet_cop(
+        np.array([m.efficiency for m in models]),
+        np.array([m.curve.base_c for m in models]),
+        np.array([m.curve.slope for m in models]),
+        outdoor,
+    )
+    for row, model in enumerate(models):
+        assert result[row].tolist() == pytest.approx(model.cop(outdoor[row]).tolist())

@@ -132,3 +132,25 @@ def fit_cop_model(
         r2=round(1.0 - sse / total, 4) if total > 0 else None,
         rmse=round(float(np.sqrt(sse / x.size)), 4),
     )
+
+
+def fleet_cop(
+    efficiency: FloatArray,
+    curve_base_c: FloatArray,
+    curve_slope: FloatArray,
+    outdoor_c: FloatArray,
+    spread_k: float = 5.0,
+    min_flow_c: float = 25.0,
+    max_flow_c: float = 65.0,
+) -> FloatArray:
+    """Vectorised COP for many sites (rows) × intervals (columns): per-site efficiency and curve."""
+    eff = efficiency[:, None]
+    flow = np.clip(
+        curve_base_c[:, None] + curve_slope[:, None] * np.maximum(0.0, 20.0 - outdoor_c),
+        min_flow_c,
+        max_flow_c,
+    )
+    hot = log_mean_k(flow - spread_k, flow)
+    cold = log_mean_k(outdoor_c, outdoor_c - spread_k)
+    result: FloatArray = np.clip(eff * hot / np.maximum(hot - cold, 1.0), COP_MIN, COP_MAX)
+    return result
