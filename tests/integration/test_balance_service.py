@@ -3,7 +3,9 @@ republished when COP inputs (outdoor temperature) or tariffs change; HTTP reads 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -12,6 +14,7 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from hybridpool_shared import topics
+from hybridpool_shared.domain.cop import CopModel, HeatingCurve
 from hybridpool_shared.messages import (
     AggregateQuality,
     BalancePriceComputed,
@@ -80,9 +83,6 @@ def _of(site_id: str, cop: float | None = None):  # type: ignore[no-untyped-def]
 
 
 async def _wait_http(url: str, site_id: str) -> None:
-    import asyncio
-    import time
-
     deadline = time.monotonic() + 30
     async with httpx.AsyncClient(timeout=5) as client:
         while (await client.get(f"{url}/sites/{site_id}/cop-model")).status_code != 200 or (
@@ -206,3 +206,42 @@ async def test_tariff_change_republishes_and_portfolio_summary(infra: Infra, bal
         assert [q["spot_eur_per_mwh"] for q in summary["per_quarter"]] == [50.0, 60.0]
         assert all(q["prefer_gas"] + q["prefer_heat_pump"] == q["sites"] for q in summary["per_quarter"])
         assert set(summary["balance_price_percentiles_eur_per_mwh"]) == {"p5", "p25", "p50", "p75", "p95"}
+
+
+async def test_cop_model_is_fitted_from_the_sites_own_quarters(infra: Infra, balance: RunningService) -> None:
+    site_id = unique("fit")
+    truth = CopModel(efficiency=0.45, curve=HeatingCurve(slope=1.3))
+    now = floor_quarter(utc_now())
+    outdoor = [-6.0 + 16.0 * (i % 24) / 23 for i in range(120)]
+    broker = await _broker(infra)
+    try:
+        await publish(broker, topics.SITES_REGISTRY, _site(site_id))
+        for i, temp in enumerate(outdoor):
+            start = now - (120 - i) * QUARTER
+            aggregate = QuarterAggregated(
+                site_id=site_id,
+                interval_start=start,
+                interval_end=start + QUARTER,
+                interval_minutes=15,
+                quality=AggregateQuality.MEASURED,
+                readings=15,
+                cop_measured=round(float(truth.cop(temp)), 3),
+                outdoor_temp_mean_c=temp,
+                hp_running_share=0.9,
+            )
+            await publish(broker, topics.SITES_TELEMETRY_QUARTER, aggregate)
+    finally:
+        await broker.stop()
+
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient(base_url=balance.url, timeout=10) as client:
+        while not (model := (await client.get(f"/sites/{site_id}/cop-model")).json()["model"])["fitted"]:
+            assert time.monotonic() < deadline, "no fit after 120 quarters"
+            await asyncio.sleep(0.3)
+        while model["samples"] < 120 and time.monotonic() < deadline:
+            await asyncio.sleep(0.3)
+            model = (await client.get(f"/sites/{site_id}/cop-model")).json()["model"]
+    assert model["samples"] >= 96
+    assert model["efficiency"] == pytest.approx(0.45, abs=0.02)
+    assert model["curve"]["slope"] == pytest.approx(1.3, abs=0.15)
+    assert model["r2"] > 0.95
