@@ -15,6 +15,18 @@ from services.registry.principals import hashed, load_specs
 from services.registry.settings import RegistrySettings
 
 LOGGER = logging.getLogger(__name__)
+DESCRIPTION = """Site master data (HP-Hub 101–109), settings (201–204) and status (301–305).
+
+**Authentication**: `POST /token` with OAuth2 client credentials (systems) or a password grant
+(people), then `Authorization: Bearer <token>`. Principals come from `REGISTRY_PRINCIPALS_JSON` or
+`REGISTRY_PRINCIPALS_FILE`; in local development a file with one random-secret principal per role
+is generated at first start as `<data dir>/registry/principals.json` (never committed).
+
+**Roles**: installer (own sites' master data, bulk import/export), operator (master data and
+operational data of sites whose owner consented, per purpose: pass `?purpose=`), auditor (audit
+log), user (the owner: own data, consents with expiry). Every write, every operational read and
+every denial is appended to a hash-chained audit log, published on `audit.log`.
+"""
 AUDIT_PAGE = 500
 AUDIT_IDLE_S = 1.0
 
@@ -28,6 +40,7 @@ def build(settings: RegistrySettings) -> Service:
         produces=(topics.SITES_REGISTRY, topics.AUDIT_LOG),
         title="hybridpool registry: sites, consent and audit (HP-Hub model)",
     )
+    service.api.description = DESCRIPTION
     store = RegistryStore(service.redis, settings.key_prefix)
 
     async def publish_site(event: SiteMasterDataChanged) -> None:
@@ -44,7 +57,17 @@ def build(settings: RegistrySettings) -> Service:
     async def publish_audit() -> None:
         await audit_pump(service, registry)
 
+    async def check_durability() -> None:
+        try:
+            config = await service.redis.config_get("appendonly")
+        except Exception:  # managed Redis may refuse CONFIG; durability is then the operator's call
+            return
+        values = {str(k, "utf-8") if isinstance(k, bytes) else str(k): v for k, v in dict(config).items()}
+        if values.get("appendonly") in (b"no", "no"):
+            LOGGER.warning("Redis runs without AOF: registry state (consents, audit chain) may be lost")
+
     service.on_start.append(bootstrap_principals)
+    service.on_start.append(check_durability)
     service.background.append(publish_audit)
     return service
 

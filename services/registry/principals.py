@@ -1,4 +1,10 @@
-"""Bootstrap principals from settings or a file; generate a local-dev file with random secrets."""
+"""Bootstrap principals from settings or a file; generate a local-dev file with random secrets.
+
+Order: REGISTRY_PRINCIPALS_JSON (inline list), else REGISTRY_PRINCIPALS_FILE (must exist), else the
+local-development file `<data dir>/registry/principals.json`, created at first start with one
+principal per role (dev-installer, dev-operator, dev-auditor, dev-owner) and random secrets, mode 0600.
+The data dir is REGISTRY_DATA_DIR, or the directory of `hybridpool up`'s infra.json, or `.data`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from hybridpool_shared.settings import INFRA_FILE_ENV
 from services.registry.adapters import StoredPrincipal
 from services.registry.domain import Role
 from services.registry.settings import RegistrySettings
@@ -38,7 +45,10 @@ SPECS = TypeAdapter(list[PrincipalSpec])
 
 def dev_file(settings: RegistrySettings) -> Path:
     """Return where the local-development principals file lives."""
-    return settings.data_dir / "registry" / "principals.json"
+    base = settings.data_dir
+    if "data_dir" not in settings.model_fields_set and (infra := os.environ.get(INFRA_FILE_ENV)):
+        base = Path(infra).parent
+    return base / "registry" / "principals.json"
 
 
 def load_specs(settings: RegistrySettings) -> list[PrincipalSpec]:
