@@ -20,7 +20,7 @@ def build(settings: TelemetrySettings) -> Service:
     service.consumer.subscribe_batch(
         topics.SITES_TELEMETRY, pipeline.on_batch, max_records=settings.batch_max_records
     )
-    service.background.append(pipeline.sweep_forever)
+    service.background.extend((pipeline.sweep_forever, pipeline.publish_forever))
     return service
 
 

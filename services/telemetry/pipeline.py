@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
@@ -15,11 +15,11 @@ from hybridpool_shared import topics
 from hybridpool_shared.messages import QuarterAggregated, TelemetryReported
 from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service
-from hybridpool_shared.sitestate import GatewayStatus, SiteLiveState
+from hybridpool_shared.sitestate import GatewayStatus
 from hybridpool_shared.timeutil import utc_now
 from services.telemetry.adapters import LiveStateStore
 from services.telemetry.domain.quarters import MeterOrderError, QuarterAggregator, Sample
-from services.telemetry.domain.state import Timing, next_state
+from services.telemetry.domain.state import Last, Timing, advance, last_of, state_json
 from services.telemetry.domain.validation import InvalidReading, Limits, Order, check_reading
 from services.telemetry.settings import TelemetrySettings
 
@@ -76,6 +76,9 @@ class TelemetryPipeline:
             timedelta(minutes=settings.min_run_minutes), timedelta(minutes=settings.lockout_minutes)
         )
         self.received: dict[str, float] = {}
+        # Quarters leave through a queue, so publishing overlaps consuming; a full queue holds the consumer.
+        self.outbox: asyncio.Queue[QuarterAggregated] = asyncio.Queue(maxsize=settings.outbox_size)
+        self.last: dict[str, Last] = {}  # this process's sites: it is their only writer (keyed partitions)
         self._last_sweep = time.time()
         reg = service.metrics.registry
         self.readings = Counter(
@@ -94,30 +97,50 @@ class TelemetryPipeline:
 
     async def on_batch(self, items: list[tuple[TelemetryReported, Delivery]]) -> None:
         """Handle a batch: check each reading, update states (one pipeline), publish closed quarters."""
-        received = utc_now()
         site_ids = list(dict.fromkeys(msg.site_id for msg, _ in items))
-        states = await self.store.load(site_ids)
-        changed: dict[str, SiteLiveState] = {}
+        await self._warm(site_ids)
+        newest: dict[str, tuple[TelemetryReported, Last]] = {}
+        counts = dict.fromkeys(Order, 0)
+        now, received_s = utc_now(), time.time()
         for msg, delivery in items:
-            order = await self._accept(msg, delivery, states.get(msg.site_id))
+            order = await self._accept(msg, delivery, now)
+            if order is None:
+                continue
+            counts[order] += 1
+            self.received[msg.site_id] = received_s
             if order is Order.NEWER:
-                states[msg.site_id] = changed[msg.site_id] = next_state(
-                    states.get(msg.site_id), msg, received, self.timing
-                )
-        await self.store.save(changed.values())
-        written = time.time()
-        for state in changed.values():
-            self.lag.observe(max(0.0, written - state.measured_at.timestamp()))
+                last = advance(self.last.get(msg.site_id), msg)
+                self.last[msg.site_id] = last
+                newest[msg.site_id] = (msg, last)
+        await self._write(newest)
+        for order, n in counts.items():
+            self.readings.labels(outcome=order.value).inc(n)
         closed = [
             q for site_id in site_ids if site_id in self.agg.sites for q in self.agg.close_ready(site_id)
         ]
         await self.publish(closed)
 
-    async def _accept(
-        self, msg: TelemetryReported, delivery: Delivery, last: SiteLiveState | None
-    ) -> Order | None:
+    async def _warm(self, site_ids: list[str]) -> None:
+        """Load the last state of sites this process has not seen yet (one pipeline)."""
+        unknown = [s for s in site_ids if s not in self.last]
+        for site_id, state in (await self.store.load(unknown)).items():
+            self.last[site_id] = last_of(state)
+
+    async def _write(self, newest: dict[str, tuple[TelemetryReported, Last]]) -> None:
+        written_s = time.time()
+        docs = {sid: state_json(msg, last, written_s, self.timing) for sid, (msg, last) in newest.items()}
         try:
-            order = check_reading(msg, last, utc_now(), self.limits)
+            await self.store.save_json(docs, written_s)
+        except Exception:
+            for site_id in newest:  # Redis did not take them: the redelivered batch must write them again
+                self.last.pop(site_id, None)
+            raise
+        for msg, _ in newest.values():
+            self.lag.observe(max(0.0, written_s - msg.measured_at.timestamp()))
+
+    async def _accept(self, msg: TelemetryReported, delivery: Delivery, now: datetime) -> Order | None:
+        try:
+            order = check_reading(msg, self.last.get(msg.site_id), now, self.limits)
             if order is not Order.DUPLICATE:
                 self.agg.add(msg.site_id, sample_of(msg))
         except InvalidReading as exc:
@@ -126,13 +149,25 @@ class TelemetryPipeline:
         except MeterOrderError as exc:
             await self._park(msg, delivery, "meter_not_monotone", str(exc))
             return None
-        self.readings.labels(outcome=order.value).inc()
-        self.received[msg.site_id] = time.time()
         return order
 
     async def _park(self, msg: TelemetryReported, delivery: Delivery, kind: str, reason: str) -> None:
         self.readings.labels(outcome="rejected").inc()
         await self.service.consumer.sink.park(record_of(msg, delivery), kind, reason)
+
+    async def publish_forever(self) -> None:
+        """Publish queued quarter aggregates, up to publish_chunk at a time, until cancelled."""
+        while True:
+            batch = [await self.outbox.get()]
+            while not self.outbox.empty() and len(batch) < self.settings.publish_chunk:
+                batch.append(self.outbox.get_nowait())
+            try:
+                await self.publish(batch)
+            except Exception:  # the broker refused: keep them queued and try again shortly
+                LOGGER.exception("publishing %s quarter aggregates failed; retrying", len(batch))
+                for q in batch:
+                    await self.outbox.put(q)
+                await asyncio.sleep(1.0)
 
     async def publish(self, quarters: Sequence[QuarterAggregated]) -> None:
         """Publish quarter aggregates concurrently, in chunks."""
@@ -165,7 +200,8 @@ class TelemetryPipeline:
         await self._mark(GatewayStatus.STALE, s.stale_after_s, now)
         await self._mark(GatewayStatus.OFFLINE, s.offline_after_s, now)
         self._last_sweep = now
-        await self.publish(self._close_idle(now))
+        for q in self._close_idle(now):
+            await self.outbox.put(q)
 
     async def _mark(self, status: GatewayStatus, after_s: float, now: float) -> None:
         ids = await self.store.seen_between(self._last_sweep - after_s - 1.0, now - after_s)

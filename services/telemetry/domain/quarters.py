@@ -15,6 +15,7 @@ import itertools
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from operator import attrgetter
+from typing import NamedTuple
 
 from hybridpool_shared.messages import AggregateQuality, QuarterAggregated
 
@@ -23,8 +24,7 @@ MIN_COP_ENERGY_KWH = 0.01
 _T = attrgetter("t")
 
 
-@dataclass(frozen=True, order=True)
-class Sample:
+class Sample(NamedTuple):
     """One reading, reduced to what aggregates need (t in UTC epoch seconds)."""
 
     t: float

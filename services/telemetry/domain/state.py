@@ -1,9 +1,16 @@
-"""The next live state of a site from its previous state and a newer reading."""
+"""The next live state of a site from its previous state and a newer reading.
+
+The hot path keeps a small `Last` per site and writes the state document as JSON directly: building and
+validating a pydantic SiteLiveState per reading would cost more than everything else together.
+`next_state` returns the validated model for code that wants one; both produce the same document.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 from hybridpool_shared.messages import TelemetryReported
 from hybridpool_shared.sitestate import GatewayStatus, SiteLiveState
@@ -17,44 +24,85 @@ class Timing:
     lockout: timedelta = timedelta(minutes=15)
 
 
-def next_state(
-    prev: SiteLiveState | None, r: TelemetryReported, received_at: datetime, timing: Timing = Timing()
-) -> SiteLiveState:
-    """Return the state after a reading newer than prev.
+class Last(NamedTuple):
+    """What the next reading of a site is checked and continued against (times in epoch seconds)."""
+
+    measured_s: float
+    meter_kwh: float
+    hp_running: bool
+    running_since_s: float | None
+    stopped_since_s: float | None
+
+
+def last_of(state: SiteLiveState) -> Last:
+    """Return the Last of a stored state."""
+    return Last(
+        state.measured_at.timestamp(),
+        state.meter_reading_kwh,
+        state.hp_running,
+        state.running_since.timestamp() if state.running_since else None,
+        state.stopped_since.timestamp() if state.stopped_since else None,
+    )
+
+
+def advance(prev: Last | None, r: TelemetryReported) -> Last:
+    """Return the Last after a reading newer than prev.
 
     A switch happened somewhere between the two readings; taking the later reading's time as the
     switch time makes lock-out and minimum run end late rather than early: the safe side.
     """
-    running_since = stopped_since = None
-    if r.hp_running:
-        kept = prev is not None and prev.hp_running and prev.running_since is not None
-        running_since = prev.running_since if kept and prev else r.measured_at
-        stopped_since = prev.stopped_since if prev else None
-    else:
-        kept = prev is not None and not prev.hp_running and prev.stopped_since is not None
-        stopped_since = prev.stopped_since if kept and prev else r.measured_at
-        running_since = prev.running_since if prev else None
-    return SiteLiveState(
-        site_id=r.site_id,
-        measured_at=r.measured_at,
-        electric_power_kw=r.electric_power_kw,
-        meter_reading_kwh=r.meter_reading_kwh,
-        hp_running=r.hp_running,
-        boiler_running=r.boiler_running,
-        sg_ready_state=r.sg_ready_state,
-        indoor_temp_c=r.indoor_temp_c,
-        outdoor_temp_c=r.outdoor_temp_c,
-        running_since=running_since,
-        stopped_since=stopped_since,
-        lockout_ends_at=stopped_since + timing.lockout if stopped_since and not r.hp_running else None,
-        min_run_ends_at=running_since + timing.min_run if running_since and r.hp_running else None,
-        gateway_status=GatewayStatus.OK,
-        updated_at=received_at,
-        received_at=received_at,
-        heat_power_kw=r.heat_power_kw,
-        supply_temp_c=r.supply_temp_c,
-        return_temp_c=r.return_temp_c,
-    )
+    t = r.measured_at.timestamp()
+    running_since = prev.running_since_s if prev else None
+    stopped_since = prev.stopped_since_s if prev else None
+    if r.hp_running and not (prev and prev.hp_running and running_since is not None):
+        running_since = t
+    if not r.hp_running and not (prev and not prev.hp_running and stopped_since is not None):
+        stopped_since = t
+    return Last(t, r.meter_reading_kwh, r.hp_running, running_since, stopped_since)
+
+
+def _iso(epoch_s: float | None) -> str | None:
+    return None if epoch_s is None else datetime.fromtimestamp(epoch_s, tz=UTC).isoformat()
+
+
+def state_document(r: TelemetryReported, last: Last, received_s: float, timing: Timing) -> dict[str, Any]:
+    """Return the SiteLiveState document (JSON-ready) after reading r, with last = advance(prev, r)."""
+    received = _iso(received_s)
+    run, rest = last.running_since_s, last.stopped_since_s
+    return {
+        "site_id": r.site_id,
+        "measured_at": r.measured_at.isoformat(),
+        "electric_power_kw": r.electric_power_kw,
+        "meter_reading_kwh": r.meter_reading_kwh,
+        "hp_running": r.hp_running,
+        "boiler_running": r.boiler_running,
+        "sg_ready_state": r.sg_ready_state,
+        "indoor_temp_c": r.indoor_temp_c,
+        "outdoor_temp_c": r.outdoor_temp_c,
+        "running_since": _iso(run),
+        "stopped_since": _iso(rest),
+        "lockout_ends_at": _iso(rest + timing.lockout.total_seconds()) if rest and not r.hp_running else None,
+        "min_run_ends_at": _iso(run + timing.min_run.total_seconds()) if run and r.hp_running else None,
+        "gateway_status": GatewayStatus.OK.value,
+        "updated_at": received,
+        "received_at": received,
+        "heat_power_kw": r.heat_power_kw,
+        "supply_temp_c": r.supply_temp_c,
+        "return_temp_c": r.return_temp_c,
+    }
+
+
+def state_json(r: TelemetryReported, last: Last, received_s: float, timing: Timing) -> str:
+    """Return the SiteLiveState JSON after reading r."""
+    return json.dumps(state_document(r, last, received_s, timing), separators=(",", ":"))
+
+
+def next_state(
+    prev: SiteLiveState | None, r: TelemetryReported, received_at: datetime, timing: Timing = Timing()
+) -> SiteLiveState:
+    """Return the validated state after a reading newer than prev."""
+    last = advance(last_of(prev) if prev else None, r)
+    return SiteLiveState.model_validate_json(state_json(r, last, received_at.timestamp(), timing))
 
 
 def gateway_status(age_s: float, stale_after_s: float, offline_after_s: float) -> GatewayStatus:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from hybridpool_shared.messages import TelemetryReported
-from hybridpool_shared.sitestate import SiteLiveState
+from services.telemetry.domain.state import Last
 
 METER_TOLERANCE_KWH = 1e-6
 COP_CHECK_MIN_KW = 0.5
@@ -40,9 +40,7 @@ class InvalidReading(Exception):  # noqa: N818 - a verdict, raised to the handle
         self.reason = reason
 
 
-def check_reading(
-    r: TelemetryReported, last: SiteLiveState | None, now: datetime, limits: Limits = Limits()
-) -> Order:
+def check_reading(r: TelemetryReported, last: Last | None, now: datetime, limits: Limits = Limits()) -> Order:
     """Return the reading's order relative to the last one, or raise InvalidReading."""
     if r.measured_at > now + limits.max_future:
         raise InvalidReading("future_timestamp", f"measured_at {r.measured_at.isoformat()} is in the future")
@@ -65,9 +63,9 @@ def _check_physics(r: TelemetryReported) -> None:
         raise InvalidReading("negative_power", "a running heat pump cannot feed power back")
 
 
-def _check_against(r: TelemetryReported, last: SiteLiveState, limits: Limits) -> Order:
-    dt_h = (r.measured_at - last.measured_at).total_seconds() / 3600.0
-    delta = r.meter_reading_kwh - last.meter_reading_kwh
+def _check_against(r: TelemetryReported, last: Last, limits: Limits) -> Order:
+    dt_h = (r.measured_at.timestamp() - last.measured_s) / 3600.0
+    delta = r.meter_reading_kwh - last.meter_kwh
     if dt_h == 0:
         if abs(delta) > METER_TOLERANCE_KWH:
             raise InvalidReading(
@@ -77,7 +75,7 @@ def _check_against(r: TelemetryReported, last: SiteLiveState, limits: Limits) ->
     if dt_h > 0 and delta < -METER_TOLERANCE_KWH:
         raise InvalidReading(
             "meter_decreased",
-            f"meter {r.meter_reading_kwh} kWh below the earlier {last.meter_reading_kwh} kWh",
+            f"meter {r.meter_reading_kwh} kWh below the earlier {last.meter_kwh} kWh",
         )
     if dt_h < 0 and delta > METER_TOLERANCE_KWH:
         raise InvalidReading(

@@ -1,0 +1,1 @@
+"""Load tests: each starts its own embedded broker and Redis and prints its figures."""
