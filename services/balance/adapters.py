@@ -45,6 +45,13 @@ class SiteView:
         raw = await self.redis.hvals(SITES_KEY)
         return [SiteMasterDataChanged.from_json_bytes(value) for value in raw]
 
+    async def many(self, site_ids: Sequence[str]) -> list[SiteMasterDataChanged]:
+        """Return the known sites among site_ids, in one round trip."""
+        if not site_ids:
+            return []
+        raws = await self.redis.hmget(SITES_KEY, list(site_ids))
+        return [SiteMasterDataChanged.from_json_bytes(r) for r in raws if r]
+
     async def get(self, site_id: str) -> SiteMasterDataChanged | None:
         """Return one site."""
         raw = await self.redis.hget(SITES_KEY, site_id)

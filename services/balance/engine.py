@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -184,7 +185,7 @@ class BalanceEngine:
     async def _refit(self, samples: dict[str, list[tuple[datetime, float, float]]]) -> None:
         models = await self.cop.models(list(samples))
         for (site, rows), model in zip(samples.items(), models, strict=True):
-            due = any(int(t.timestamp() // 900) % self.settings.refit_every_quarters == 0 for t, _, _ in rows)
+            due = any(self._refit_due(site, t) for t, _, _ in rows)
             if model is not None and not due:
                 continue
             outdoor, cop = await self.cop.samples(site)
@@ -192,10 +193,15 @@ class BalanceEngine:
             if fitted.fitted:
                 await self.cop.put_model(site, fitted)
 
+    def _refit_due(self, site: str, quarter_start: datetime) -> bool:
+        # Staggered by site so a large fleet does not refit all at once.
+        offset = zlib.crc32(site.encode())
+        return (int(quarter_start.timestamp() // 900) + offset) % self.settings.refit_every_quarters == 0
+
     async def _republish_moved(self, site_ids: list[str]) -> int:
         if not site_ids:
             return 0
-        sites = [s for s in [await self.sites.get(i) for i in site_ids] if s is not None]
+        sites = await self.sites.many(site_ids)
         if not sites:
             return 0
         now = floor_quarter(utc_now())
