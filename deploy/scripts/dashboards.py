@@ -150,17 +150,22 @@ POOL = dashboard(
                     "(dispatch's view, lock-outs and minimum run times respected).",
                 ),
                 Panel(
-                    "Telemetry readings processed",
-                    (
-                        Query(
-                            _rate(
-                                "hybridpool_messages_processed_total", 'topic="sites.telemetry"', "service"
-                            ),
-                            "{{service}}",
-                        ),
-                    ),
+                    "Sites by telemetry status",
+                    (Query("max by (status) (hybridpool_telemetry_sites)", "{{status}}"),),
+                    description="ok / stale (no reading for 3 min) / offline (15 min), by telemetry.",
+                ),
+                Panel(
+                    "Telemetry readings by outcome",
+                    (Query(_rate("hybridpool_telemetry_readings_total", "", "outcome"), "{{outcome}}"),),
                     unit="reqps",
-                    description="Readings from the sites per second, by consuming service.",
+                ),
+                Panel(
+                    "Telemetry lag (reading → live state in Redis)",
+                    (
+                        Query(_p(0.5, "hybridpool_telemetry_lag_seconds", ""), "p50"),
+                        Query(_p(0.99, "hybridpool_telemetry_lag_seconds", ""), "p99"),
+                    ),
+                    unit="s",
                 ),
             ),
         ),
