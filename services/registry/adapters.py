@@ -33,6 +33,11 @@ redis.call('SET', KEYS[2], ARGV[2])
 return 1
 """
 APPEND_ATTEMPTS = 50
+# Clears an outbox entry only if it still holds the event that was published (a newer one stays).
+DELETE_IF_SAME = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+"""
 
 
 class StoredPrincipal(BaseModel):
@@ -88,6 +93,7 @@ class RegistryStore:
         self.redis = redis
         self.keys = Keys(prefix)
         self._append = redis.register_script(APPEND_IF_HEAD)
+        self._delete_if_same = redis.register_script(DELETE_IF_SAME)
 
     # principals and tokens
     async def put_principals(self, principals: Iterable[StoredPrincipal]) -> None:
@@ -139,15 +145,17 @@ class RegistryStore:
                 if old is not None and old.owner_id != site.owner_id:
                     pipe.srem(self.keys.of("owner_sites", old.owner_id), site.site_id)
                 pipe.hset(self.keys.sites, site.site_id, site.to_json_bytes())
+                pipe.hset(self.keys.outbox, site.site_id, site.to_json_bytes())
                 pipe.sadd(self.keys.of("installer_sites", site.installer_id), site.site_id)
                 if site.owner_id:
                     pipe.sadd(self.keys.of("owner_sites", site.owner_id), site.site_id)
             await pipe.execute()
 
-    async def delete_site(self, site: SiteMasterDataChanged) -> None:
-        """Remove a site and its operational data."""
+    async def delete_site(self, site: SiteMasterDataChanged, deletion: SiteMasterDataChanged) -> None:
+        """Remove a site and its operational data; queue the deletion record for publishing."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(self.keys.sites, site.site_id)
+            pipe.hset(self.keys.outbox, site.site_id, deletion.to_json_bytes())
             pipe.hdel(self.keys.settings, site.site_id)
             pipe.hdel(self.keys.status, site.site_id)
             pipe.srem(self.keys.of("installer_sites", site.installer_id), site.site_id)
@@ -158,6 +166,25 @@ class RegistryStore:
         """Return the sites indexed for a principal: installer_sites, owner_sites or actor_sites."""
         members = await self.redis.smembers(self.keys.of(kind, principal_id))
         return sorted(_text(m) for m in members)
+
+    # outbox: site events written with the state, cleared once the broker confirmed them
+    async def outbox(self, limit: int) -> list[SiteMasterDataChanged]:
+        """Return up to limit site events not yet confirmed as published."""
+        items: list[SiteMasterDataChanged] = []
+        async for _, raw in self.redis.hscan_iter(self.keys.outbox, count=limit):
+            items.append(SiteMasterDataChanged.from_json_bytes(raw))
+            if len(items) >= limit:
+                break
+        return items
+
+    async def published(self, events: list[SiteMasterDataChanged]) -> None:
+        """Clear outbox entries that still hold exactly these events."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                await self._delete_if_same(
+                    keys=[self.keys.outbox], args=[event.site_id, event.to_json_bytes()], client=pipe
+                )
+            await pipe.execute()
 
     # operational data
     async def settings(self, site_id: str) -> SiteSettings:

@@ -182,6 +182,7 @@ class Registry:
                 await self.publish(event)
 
         await asyncio.gather(*(one(e) for e in events))
+        await self.store.published(events)
 
     async def visible_sites(self, who: Principal, purpose: str | None) -> list[SiteMasterDataChanged]:
         """Return exactly the sites this caller may read."""
@@ -314,9 +315,10 @@ def _site_routes(router: APIRouter, registry: Registry) -> None:
         site = await registry.require_site(who, Action.SITE_DELETE, site_id)
         if site is None:
             raise HTTPException(404, f"no site {site_id}")
-        await registry.store.delete_site(site)
+        deletion = site.model_copy(update={"deleted": True, "changed_at": utc_now()})
+        await registry.store.delete_site(site, deletion)
         await registry.audit([AuditEntry(who.id, who.role, Action.SITE_DELETE, "allowed", site_id)])
-        await registry.publish(site.model_copy(update={"deleted": True, "changed_at": utc_now()}))
+        await registry.publish_all([deletion])
         return Response(status_code=204)
 
 
@@ -330,7 +332,7 @@ async def _store_site(
     event = body.to_event(who.id, utc_now())
     await registry.store.put_sites([event], [old])
     await registry.audit([AuditEntry(who.id, who.role, action, "allowed", event.site_id)])
-    await registry.publish(event)
+    await registry.publish_all([event])
     return event
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 
 from hybridpool_shared import topics
 from hybridpool_shared.messages.registry import AuditRecorded, SiteMasterDataChanged
 from hybridpool_shared.runtime import Service, build_service, serve
+from hybridpool_shared.timeutil import utc_now
 from services.registry.adapters import RegistryStore
 from services.registry.api import Registry, mount
 from services.registry.principals import hashed, load_specs
@@ -29,6 +31,9 @@ every denial is appended to a hash-chained audit log, published on `audit.log`.
 """
 AUDIT_PAGE = 500
 AUDIT_IDLE_S = 1.0
+OUTBOX_INTERVAL_S = 5.0
+OUTBOX_GRACE_S = 10.0  # requests publish their own events; the pump only picks up leftovers
+OUTBOX_PAGE = 5000
 
 
 def build(settings: RegistrySettings) -> Service:
@@ -66,9 +71,13 @@ def build(settings: RegistrySettings) -> Service:
         if values.get("appendonly") in (b"no", "no"):
             LOGGER.warning("Redis runs without AOF: registry state (consents, audit chain) may be lost")
 
+    async def publish_outbox() -> None:
+        await outbox_pump(registry)
+
     service.on_start.append(bootstrap_principals)
     service.on_start.append(check_durability)
     service.background.append(publish_audit)
+    service.background.append(publish_outbox)
     return service
 
 
@@ -82,6 +91,26 @@ async def audit_pump(service: Service, registry: Registry) -> None:
             await flush_audit(service, registry)
         except Exception:
             LOGGER.exception("publishing the audit log failed; retrying")
+
+
+async def outbox_pump(registry: Registry) -> None:
+    """Publish site events left in the outbox (a crash between Redis write and broker ack)."""
+    while True:
+        await asyncio.sleep(OUTBOX_INTERVAL_S)
+        try:
+            await flush_outbox(registry)
+        except Exception:
+            LOGGER.exception("publishing the site outbox failed; retrying")
+
+
+async def flush_outbox(registry: Registry) -> int:
+    """Publish site events older than the grace period that are still in the outbox."""
+    cutoff = utc_now() - timedelta(seconds=OUTBOX_GRACE_S)
+    stale = [e for e in await registry.store.outbox(OUTBOX_PAGE) if e.changed_at < cutoff]
+    if stale:
+        await registry.publish_all(stale)
+        LOGGER.warning("republished %s site events from the outbox", len(stale))
+    return len(stale)
 
 
 async def flush_audit(service: Service, registry: Registry) -> int:

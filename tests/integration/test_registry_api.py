@@ -16,7 +16,9 @@ import redis.asyncio as aioredis
 
 from hybridpool_shared import topics
 from hybridpool_shared.timeutil import utc_now
-from services.registry.app import build
+from services.registry.api import Registry
+from services.registry.app import build, flush_outbox
+from services.registry.domain import SiteMasterDataIn
 from services.registry.settings import RegistrySettings
 from tests.infra import Infra, unique, wait_for_records
 
@@ -42,6 +44,7 @@ class Api:
     tokens: dict[str, str]
     prefix: str
     redis_url: str
+    registry: Registry
 
     async def call(self, who: str | None, method: str, path: str, **kw: Any) -> httpx.Response:
         headers = dict(kw.pop("headers", {}))
@@ -96,7 +99,7 @@ async def api(infra: Infra) -> AsyncIterator[Api]:
                 response = await client.post("/token", data=form)
                 assert response.status_code == 200, response.text
                 tokens[principal] = response.json()["access_token"]
-            yield Api(client, tokens, prefix, infra.redis_url)
+            yield Api(client, tokens, prefix, infra.redis_url, service.api.state.registry)
 
 
 async def make_site(api: Api, owner: str = "owner-a", consent_for: tuple[str, ...] = ("op-a",)) -> str:
@@ -379,3 +382,36 @@ async def test_openapi_documents_the_import_body(api: Api) -> None:
     body = doc["paths"]["/sites/import"]["post"]["requestBody"]["content"]
     assert {"application/json", "text/csv"} <= set(body)
     assert "SiteMasterDataIn" in doc["components"]["schemas"]
+
+
+async def test_a_change_whose_publish_was_lost_is_republished_from_the_outbox(api: Api, infra: Infra) -> None:
+    site_id = await make_site(api)
+    store = api.registry.store
+    assert site_id not in {e.site_id for e in await store.outbox(10_000)}  # published and cleared
+    # As if the process died after the Redis transaction and before the broker acknowledged:
+    lost = SiteMasterDataIn.model_validate(site_body(site_id, make_model="Acme lost")).to_event(
+        "inst-a", utc_now() - timedelta(minutes=1)
+    )
+    await store.put_sites([lost], [await store.site(site_id)])
+    assert await flush_outbox(api.registry) >= 1
+    records = await wait_for_records(
+        infra.kafka_bootstrap,
+        topics.SITES_REGISTRY.name,
+        lambda r: r.key == site_id.encode() and json.loads(r.value)["make_model"] == "Acme lost",
+        timeout=30,
+    )
+    assert len(records) == 1
+    assert site_id not in {e.site_id for e in await store.outbox(10_000)}
+
+
+async def test_deleting_a_site_publishes_a_deletion_record(api: Api, infra: Infra) -> None:
+    site_id = await make_site(api)
+    assert (await api.call("inst-a", "DELETE", f"/sites/{site_id}")).status_code == 204
+    assert (await api.call("inst-a", "GET", f"/sites/{site_id}")).status_code == 404
+    records = await wait_for_records(
+        infra.kafka_bootstrap,
+        topics.SITES_REGISTRY.name,
+        lambda r: r.key == site_id.encode() and json.loads(r.value)["deleted"] is True,
+        timeout=30,
+    )
+    assert json.loads(records[0].value)["installer_id"] == "inst-a"
