@@ -169,6 +169,24 @@ class OpsStore:
         values = await self.redis.hmget(P + "price:" + curve + ":v", list(starts))
         return [(s, float(v)) for s, v in zip(starts, values, strict=True) if v is not None]
 
+    # --- the pool plan (from pool.plan, per site) ---------------------------------------------------
+    async def put_plans(self, rows: list[tuple[str, str, datetime, dict[str, Any]]]) -> None:
+        """Store site plans (plan_id, site_id, first quarter, data); upserts by plan and site."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for plan_id, site_id, first, data in rows:
+                pipe.hset(P + "plan:" + plan_id, site_id, json.dumps(data))
+                pipe.expire(P + "plan:" + plan_id, 3 * 86400)
+                pipe.zadd(P + "plans", {plan_id: first.timestamp()})
+            await pipe.execute()
+
+    async def latest_plan(self) -> tuple[str, list[dict[str, Any]]] | None:
+        """Return the newest plan's id and its site plans."""
+        newest = await self.redis.zrevrange(P + "plans", 0, 0)
+        if not newest:
+            return None
+        plan_id = _s(newest[0])
+        return plan_id, [json.loads(v) for v in await self.redis.hvals(P + "plan:" + plan_id)]
+
     # --- bids and results -------------------------------------------------------------------------
     async def put_bid(self, bid_id: str, start: datetime, data: dict[str, Any]) -> None:
         """Store a submitted bid."""

@@ -28,6 +28,7 @@ from services.opsroom.domain import (
     assess,
     capacity_revenue_eur,
     histogram,
+    pool_plan,
     reaction_profile,
     search_page,
     site_status,
@@ -252,13 +253,15 @@ def _market_routes(router: APIRouter, ctx: Context) -> None:
         hours_back: Annotated[float, Query(ge=0, le=24 * 31)] = 24,
         hours_ahead: Annotated[float, Query(ge=0, le=48)] = 36,
     ) -> dict[str, Any]:
-        """Bids sent with their results, capacity revenue so far, and the hours without a bid."""
+        """The latest pool plan, bids sent with results, capacity revenue so far, and hours without a bid."""
         now = utc_now()
         lo, hi = now - timedelta(hours=hours_back), now + timedelta(hours=hours_ahead)
         rows = await ctx.store.bids(lo, hi)
         cleared = [joined(b, r) for b, r in rows]
         revenue = sum(capacity_revenue_eur(c) for c in cleared if c.start <= now)
+        latest = await ctx.store.latest_plan()
         return {
+            "plan": None if latest is None else {"plan_id": latest[0], **asdict(pool_plan(latest[1]))},
             "bids": [b | {"result": r} for b, r in rows],
             "revenue_so_far_eur": revenue,
             "accepted": sum(1 for c in cleared if c.accepted),

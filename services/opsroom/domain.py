@@ -258,6 +258,37 @@ def delivered_kw(direction: str, baseline_kw: float, pool_kw: float) -> float:
 
 
 @dataclass(frozen=True)
+class PoolPlan:
+    """The pool's plan per quarter-hour: HPs planned on and their expected power."""
+
+    quarters: list[str]
+    hp_on: list[int]
+    expected_kw: list[float]
+    sites: int
+    fallback_sites: int
+
+
+def pool_plan(site_plans: Sequence[dict[str, Any]]) -> PoolPlan:
+    """Sum site plans (each from its own first quarter) into pool totals per quarter."""
+    on: dict[datetime, int] = {}
+    power: dict[datetime, float] = {}
+    for plan in site_plans:
+        first = datetime.fromisoformat(plan["first_quarter_start"])
+        for i, (hp_on, kw) in enumerate(zip(plan["hp_on"], plan["expected_hp_power_kw"], strict=True)):
+            quarter = first + timedelta(minutes=15 * i)
+            on[quarter] = on.get(quarter, 0) + bool(hp_on)
+            power[quarter] = power.get(quarter, 0.0) + float(kw)
+    quarters = sorted(power)
+    return PoolPlan(
+        quarters=[q.isoformat() for q in quarters],
+        hp_on=[on[q] for q in quarters],
+        expected_kw=[power[q] for q in quarters],
+        sites=len(site_plans),
+        fallback_sites=sum(1 for p in site_plans if p.get("fallback")),
+    )
+
+
+@dataclass(frozen=True)
 class Histogram:
     """Counts of values in equal-width bins."""
 

@@ -90,7 +90,22 @@ class Handlers:
             await self.store.put_quarter(msg.site_id, msg.interval_start, data, self.quarters_kept)
 
     async def plan(self, batch: Sequence[tuple[SitePlanComputed, Delivery]]) -> None:
-        """Raise an alarm when the planner fell back to its safe plan."""
+        """Keep the plan per site for the pool totals; raise an alarm when the planner fell back."""
+        rows = [
+            (
+                msg.plan_id,
+                msg.site_id,
+                msg.first_quarter_start,
+                {
+                    "first_quarter_start": msg.first_quarter_start.isoformat(),
+                    "hp_on": msg.hp_on,
+                    "expected_hp_power_kw": msg.expected_hp_power_kw,
+                    "fallback": msg.fallback,
+                },
+            )
+            for msg, _ in batch
+        ]
+        await self.store.put_plans(rows)
         for msg, _ in batch:
             if msg.fallback:
                 text = f"plan {msg.plan_id}: solver failed, safe fallback plan used"

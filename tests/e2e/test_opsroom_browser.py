@@ -23,14 +23,17 @@ from playwright.sync_api import Page, sync_playwright
 
 from hybridpool_shared import topics
 from hybridpool_shared.messages import (
+    AggregateQuality,
     BalancePriceComputed,
     BidCleared,
     BidSubmitted,
     DayAheadPriceIngested,
     Direction,
     Message,
+    QuarterAggregated,
     ReactionMeasured,
     ReserveProduct,
+    SitePlanComputed,
 )
 from hybridpool_shared.sitestate import STATE_INDEX_KEY, SiteLiveState, state_key
 from hybridpool_shared.timeutil import floor_quarter, utc_now
@@ -54,6 +57,7 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "ove
 FLEET = 60  # live sites written as the telemetry service would; the first three are registered
 SITE_KW = 2.5
 PURPOSE = "operations"
+OPSROOM_DB = 5
 
 
 @dataclass
@@ -68,6 +72,7 @@ class World:
     consented: list[str]
     refused: str
     bid_id: str
+    plan_id: str
 
 
 def _principals(operator: str, owner: str, installer: str, secret: str) -> str:
@@ -121,6 +126,12 @@ def _register(
             client.post(
                 f"{registry_url}/sites/{site_id}/consents", json=grant, headers=as_owner
             ).raise_for_status()
+
+
+def own_db(redis_url: str) -> str:
+    """The ops room's own Redis database: its fleet is exactly the sites this test writes."""
+    base = redis_url.rsplit("/", 1)[0] if redis_url.count("/") > 2 else redis_url
+    return f"{base}/{OPSROOM_DB}"
 
 
 def write_states(redis_url: str, ids: list[str], running: list[bool]) -> None:
@@ -208,6 +219,40 @@ def market_records(site_id: str, bid_id: str, now: datetime) -> list[tuple[Topic
     return records
 
 
+def plan_and_history(sites: list[str], plan_id: str, now: datetime) -> list[tuple[TopicSpec, Message]]:
+    """A plan for two sites (one on the solver's fallback) and a few quarter aggregates of the first."""
+    first = floor_quarter(now) + timedelta(days=2)  # newer than any plan another test may have left
+    records: list[tuple[TopicSpec, Message]] = [
+        (
+            topics.POOL_PLAN,
+            SitePlanComputed(
+                plan_id=plan_id,
+                site_id=site_id,
+                first_quarter_start=first,
+                hp_on=(True, True, False, True),
+                expected_hp_power_kw=(SITE_KW, SITE_KW, 0.0, SITE_KW),
+                fallback=n == 1,
+            ),
+        )
+        for n, site_id in enumerate(sites[:2])
+    ]
+    for n in range(4):
+        start = floor_quarter(now) - timedelta(minutes=15 * (4 - n))
+        quarter = QuarterAggregated(
+            site_id=sites[0],
+            quality=AggregateQuality.MEASURED,
+            readings=90,
+            mean_power_kw=1.5 + n * 0.25,
+            cop_measured=3.0 + n * 0.1,
+            outdoor_temp_mean_c=3.0,
+            interval_start=start,
+            interval_end=start + timedelta(minutes=15),
+            interval_minutes=15,
+        )
+        records.append((topics.SITES_TELEMETRY_QUARTER, quarter))
+    return records
+
+
 @pytest.fixture(scope="module")
 def world(infra: Infra) -> Iterator[World]:
     """A registry with an operator, an owner of three sites (two consented) and an ops room using it."""
@@ -231,6 +276,7 @@ def world(infra: Infra) -> Iterator[World]:
                 "opsroom",
                 infra,
                 {
+                    "REDIS_URL": own_db(infra.redis_url),  # its own database: the fleet is this test's
                     "OPSROOM_REGISTRY_URL": registry.url,
                     "OPSROOM_TICK_S": "0.5",
                     "OPSROOM_VISIBLE_CACHE_S": "0",
@@ -238,10 +284,13 @@ def world(infra: Infra) -> Iterator[World]:
             )
             started.append(opsroom)
             _register(registry.url, owner, installer, operator, secret, fleet[:3])
-            write_states(infra.redis_url, fleet, [True] * FLEET)
-            bid_id = unique("bid")
-            send(infra, market_records(fleet[0], bid_id, utc_now()))
-            yield World(registry, opsroom, operator, secret, fleet, fleet[:2], fleet[2], bid_id)
+            write_states(own_db(infra.redis_url), fleet, [True] * FLEET)
+            bid_id, plan_id = unique("bid"), unique("plan")
+            send(
+                infra,
+                market_records(fleet[0], bid_id, utc_now()) + plan_and_history(fleet, plan_id, utc_now()),
+            )
+            yield World(registry, opsroom, operator, secret, fleet, fleet[:2], fleet[2], bid_id, plan_id)
         finally:
             for svc in started:
                 svc.process.stop()
@@ -300,7 +349,17 @@ def test_market_data_reaches_the_pages(world: World, page: Page) -> None:
     """Bids, results, prices and balance prices read from their topics show on the overview and pages."""
     page.wait_for_function("Number(document.getElementById('kpi-up-committed').textContent) >= 0.3")
     assert float(page.inner_text("#kpi-down-committed")) >= 0.3  # symmetric FCR-N
+    page.wait_for_selector(f"#alarms li:has-text('{world.plan_id}')")
+    alarm = page.locator(f"#alarms li:has-text('{world.plan_id}')")
+    assert "solver_fallback" in alarm.inner_text()
+    alarm.locator("button").click()
+    page.wait_for_selector(f"#alarms li:has-text('ack. {world.operator}')")
     page.goto(f"{world.opsroom.url}/#bids")
+    page.wait_for_function(f"document.getElementById('plan-id').textContent === '{world.plan_id}'")
+    assert page.inner_text("#plan-line") == "2 sites planned · 1 on the fallback plan"
+    plan = page.evaluate("async () => (await (await fetch('/api/bids')).json()).plan")
+    assert plan["hp_on"] == [2, 2, 0, 2]
+    assert plan["expected_kw"] == pytest.approx([2 * SITE_KW, 2 * SITE_KW, 0.0, 2 * SITE_KW])
     page.wait_for_selector(f"#bids-table tr:has-text('{world.bid_id}')")
     assert "accepted 0.3 MW" in page.inner_text(f"#bids-table tr:has-text('{world.bid_id}')")
     spot = (
@@ -336,7 +395,7 @@ def test_live_value_changes_after_a_test_activation(world: World, page: Page, in
     # The pool responds: ten HPs at a time switch off, as dispatch and the homes would.
     for step in range(1, 5):
         n = step * 10
-        write_states(infra.redis_url, world.fleet, [i >= n for i in range(FLEET)])
+        write_states(own_db(infra.redis_url), world.fleet, [i >= n for i in range(FLEET)])
         page.wait_for_function(
             f"Number(document.getElementById('act-line').dataset.delivered) >= {n * SITE_KW * 0.9}",
             timeout=2_000 + 1_000,  # a live value reaches the page within 2 s (+ a tick of slack)
@@ -395,6 +454,8 @@ def test_search_exclude_and_audit(world: World, page: Page) -> None:
     assert "site.exclude" in entry.inner_text()
     assert world.operator in entry.inner_text()
     assert page.inner_text("#audit-chain") == "chain intact"
+    acknowledged = page.locator("#audit-table tr", has_text="alarm.acknowledge").first
+    assert world.plan_id in acknowledged.inner_text()
 
 
 def test_a_site_without_consent_stays_hidden(world: World, page: Page) -> None:

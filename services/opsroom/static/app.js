@@ -140,6 +140,17 @@ async function loadPrices() {
 
 async function loadBids() {
   const b = await call("/api/bids");
+  if (b.plan) {
+    $("plan-id").textContent = b.plan.plan_id;
+    $("plan-line").textContent = `${b.plan.sites} sites planned · ${b.plan.fallback_sites} on the fallback plan`;
+    Plotly.react("plan-chart", [
+      { x: b.plan.quarters, y: b.plan.expected_kw, name: "expected HP kW", line: { shape: "hv" } },
+      { x: b.plan.quarters, y: b.plan.hp_on, name: "HPs on", yaxis: "y2", line: { shape: "hv", dash: "dot" } },
+    ], { margin: { t: 10, r: 50, b: 40, l: 50 }, yaxis2: { overlaying: "y", side: "right" }, legend: { orientation: "h" } },
+    { displayModeBar: false, responsive: true });
+  } else {
+    $("plan-line").textContent = "no plan received yet";
+  }
   $("bids-summary").textContent = `${b.accepted} accepted · ${b.rejected} rejected · ${b.pending} pending · `
     + `capacity revenue so far ${fmt(b.revenue_so_far_eur, 2)} EUR`;
   const body = $("bids-table");
