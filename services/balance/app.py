@@ -15,7 +15,7 @@ from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service, build_service, serve
 from services.balance.adapters import TARIFF_LIST
 from services.balance.api import mount
-from services.balance.engine import BalanceEngine
+from services.balance.engine import BalanceEngine, BalanceMetrics
 from services.balance.settings import BalanceSettings
 
 LOGGER = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def build(settings: BalanceSettings) -> Service:
     async def publish(message: BalancePriceComputed) -> None:
         await service.publish(topics.SITES_BALANCE_PRICE, message)
 
-    engine = BalanceEngine(service.redis, settings, publish)
+    engine = BalanceEngine(service.redis, settings, publish, BalanceMetrics(service.metrics.registry))
 
     async def on_site(site: SiteMasterDataChanged, _: Delivery) -> None:
         await engine.on_site(site)

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from hybridpool_shared.domain.cop import CopModel, HeatingCurve, fit_cop_model
 from hybridpool_shared.messages import (
@@ -61,11 +62,34 @@ def usable_sample(agg: QuarterAggregated) -> bool:
     )
 
 
+class BalanceMetrics:
+    """The balance service's own Prometheus metrics."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.published = Counter(
+            "hybridpool_balance_prices_published_total", "Balance prices published.", registry=registry
+        )
+        self.compute_seconds = Histogram(
+            "hybridpool_balance_compute_seconds",
+            "Time to compute one chunk of sites × quarters.",
+            buckets=(0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
+        )
+        self.fits = Counter("hybridpool_balance_cop_fits_total", "Site COP models fitted.", registry=registry)
+
+
 class BalanceEngine:
     """Loads inputs from Redis, computes with numpy, publishes per site and quarter-hour."""
 
-    def __init__(self, redis: aioredis.Redis, settings: BalanceSettings, publish: Publish) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        settings: BalanceSettings,
+        publish: Publish,
+        metrics: BalanceMetrics | None = None,
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics or BalanceMetrics(CollectorRegistry())
         self.sites = SiteView(redis)
         self.prices = PriceBook(redis)
         self.cop = CopStore(redis)
@@ -104,11 +128,13 @@ class BalanceEngine:
         sent = 0
         for first in range(0, len(sites), SITE_CHUNK):
             chunk = sites[first : first + SITE_CHUNK]
-            matrix = await self.compute(chunk, starts, area)
+            with self.metrics.compute_seconds.time():
+                matrix = await self.compute(chunk, starts, area)
             messages = to_messages(matrix, [s.site_id for s in chunk], [area] * len(chunk), starts)
             await self._publish_all(messages)
             await self.cop.set_cop_used({s.site_id: float(matrix.cop[row, 0]) for row, s in enumerate(chunk)})
             sent += len(messages)
+            self.metrics.published.inc(len(messages))
         return sent
 
     async def _publish_all(self, messages: list[BalancePriceComputed]) -> None:
@@ -192,6 +218,7 @@ class BalanceEngine:
             fitted = fit_cop_model(outdoor, cop, self.policy.type_model, self.settings.fit_min_samples)
             if fitted.fitted:
                 await self.cop.put_model(site, fitted)
+                self.metrics.fits.inc()
 
     def _refit_due(self, site: str, quarter_start: datetime) -> bool:
         # Staggered by site so a large fleet does not refit all at once.

@@ -151,6 +151,8 @@ async def test_prices_become_balance_prices_and_cop_changes_republish(
         assert read["cop_model"]["fitted"] is False
         model = (await client.get(f"/sites/{site_id}/cop-model")).json()
         assert model["latest_outdoor"]["temp_c"] == -8.0
+        metrics = (await client.get("/metrics")).text
+        assert "hybridpool_balance_prices_published_total" in metrics
 
 
 async def test_tariff_change_republishes_and_portfolio_summary(infra: Infra, balance: RunningService) -> None:
