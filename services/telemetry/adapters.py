@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
 
+from hybridpool_shared import topics
+from hybridpool_shared.messages import QuarterAggregated
 from hybridpool_shared.sitestate import LAST_SEEN_KEY, STATE_INDEX_KEY, SiteLiveState, state_key
 
 FIELD = "json"
@@ -91,3 +95,38 @@ class LiveStateStore:
     async def total(self) -> int:
         """Return how many sites have a state."""
         return int(await self.redis.zcard(LAST_SEEN_KEY))
+
+
+class QuarterProducer:
+    """A plain aiokafka producer for the aggregates: a third of FastStream's per-message cost.
+
+    Aggregates come in bursts (every site closes a quarter at once), so this path matters; records carry
+    the same key and headers as `hybridpool_shared.messaging.publish` gives them.
+    """
+
+    def __init__(self, bootstrap: str, idempotence: bool) -> None:
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id="hybridpool-telemetry-quarters",
+            acks="all",
+            enable_idempotence=idempotence,
+            linger_ms=5,
+        )
+
+    async def start(self) -> None:
+        """Connect to the broker."""
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        """Flush and disconnect."""
+        await self.producer.stop()
+
+    async def send_all(self, quarters: Sequence[QuarterAggregated]) -> None:
+        """Send the aggregates and wait until the broker has every one."""
+        spec = topics.SITES_TELEMETRY_QUARTER
+        headers = [("content-type", b"application/json"), ("message-type", b"QuarterAggregated")]
+        futures = [
+            await self.producer.send(spec.name, q.to_json_bytes(), key=q.kafka_key(), headers=headers)
+            for q in quarters
+        ]
+        await asyncio.gather(*futures)

@@ -5,19 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
 
-from hybridpool_shared import topics
 from hybridpool_shared.messages import QuarterAggregated, TelemetryReported
 from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service
 from hybridpool_shared.sitestate import GatewayStatus
 from hybridpool_shared.timeutil import utc_now
-from services.telemetry.adapters import LiveStateStore
+from services.telemetry.adapters import LiveStateStore, QuarterProducer
 from services.telemetry.domain.quarters import MeterOrderError, QuarterAggregator, Sample
 from services.telemetry.domain.state import Last, Timing, advance, last_of, state_json
 from services.telemetry.domain.validation import InvalidReading, Limits, Order, check_reading
@@ -115,10 +113,10 @@ class TelemetryPipeline:
         await self._write(newest)
         for order, n in counts.items():
             self.readings.labels(outcome=order.value).inc(n)
-        closed = [
-            q for site_id in site_ids if site_id in self.agg.sites for q in self.agg.close_ready(site_id)
-        ]
-        await self.publish(closed)
+        for site_id in site_ids:
+            if site_id in self.agg.sites:
+                for q in self.agg.close_ready(site_id):
+                    await self.outbox.put(q)
 
     async def _warm(self, site_ids: list[str]) -> None:
         """Load the last state of sites this process has not seen yet (one pipeline)."""
@@ -157,26 +155,28 @@ class TelemetryPipeline:
 
     async def publish_forever(self) -> None:
         """Publish queued quarter aggregates, up to publish_chunk at a time, until cancelled."""
-        while True:
-            batch = [await self.outbox.get()]
-            while not self.outbox.empty() and len(batch) < self.settings.publish_chunk:
-                batch.append(self.outbox.get_nowait())
-            try:
-                await self.publish(batch)
-            except Exception:  # the broker refused: keep them queued and try again shortly
-                LOGGER.exception("publishing %s quarter aggregates failed; retrying", len(batch))
-                for q in batch:
-                    await self.outbox.put(q)
-                await asyncio.sleep(1.0)
+        producer = QuarterProducer(self.settings.resolved_kafka_bootstrap(), self.settings.kafka_idempotence)
+        await producer.start()
+        try:
+            while True:
+                batch = [await self.outbox.get()]
+                while not self.outbox.empty() and len(batch) < self.settings.publish_chunk:
+                    batch.append(self.outbox.get_nowait())
+                await self._send(producer, batch)
+        finally:
+            await producer.stop()
 
-    async def publish(self, quarters: Sequence[QuarterAggregated]) -> None:
-        """Publish quarter aggregates concurrently, in chunks."""
-        chunk = self.settings.publish_chunk
-        for start in range(0, len(quarters), chunk):
-            part = quarters[start : start + chunk]
-            await asyncio.gather(*(self.service.publish(topics.SITES_TELEMETRY_QUARTER, q) for q in part))
-            for q in part:
-                self.quarters.labels(quality=q.quality.value).inc()
+    async def _send(self, producer: QuarterProducer, batch: list[QuarterAggregated]) -> None:
+        try:
+            await producer.send_all(batch)
+        except Exception:  # the broker refused: keep them queued and try again shortly
+            LOGGER.exception("publishing %s quarter aggregates failed; retrying", len(batch))
+            for q in batch:
+                await self.outbox.put(q)
+            await asyncio.sleep(1.0)
+            return
+        for q in batch:
+            self.quarters.labels(quality=q.quality.value).inc()
 
     async def sweep_forever(self) -> None:
         """Run the freshness and idle-quarter sweep every sweep_interval_s."""
