@@ -28,6 +28,7 @@ from services.opsroom.domain import (
     assess,
     capacity_revenue_eur,
     histogram,
+    hours_without_bid,
     pool_plan,
     reaction_profile,
     search_page,
@@ -267,29 +268,13 @@ def _market_routes(router: APIRouter, ctx: Context) -> None:
             "accepted": sum(1 for c in cleared if c.accepted),
             "rejected": sum(1 for c in cleared if c.accepted is False),
             "pending": sum(1 for c in cleared if c.accepted is None),
-            "hours_without_bid": _hours_without_bid([(c.start, c.end) for c in cleared], now, hi),
+            "hours_without_bid": hours_without_bid([(c.start, c.end) for c in cleared], now, hi),
         }
 
 
 def _hp_cheaper(balance: dict[str, Any]) -> bool:
     spot = balance.get("spot_price_eur_per_mwh")
     return spot is not None and float(spot) < float(balance["balance_price_eur_per_mwh"])
-
-
-def _hours_without_bid(
-    covered: list[tuple[datetime, datetime]], now: datetime, hi: datetime
-) -> list[dict[str, str]]:
-    hour = now.replace(minute=0, second=0, microsecond=0)
-    gaps = []
-    while hour < hi:
-        end = hour + timedelta(hours=1)
-        if not any(s < end and e > hour for s, e in covered):
-            # The bidding service publishes no reason yet (issue: a `reason` on a no-bid event).
-            gaps.append(
-                {"start": hour.isoformat(), "reason": "no bid on market.bids (bidding gave no reason)"}
-            )
-        hour = end
-    return gaps
 
 
 def _activation_routes(router: APIRouter, ctx: Context) -> None:

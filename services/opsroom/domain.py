@@ -174,6 +174,26 @@ def capacity_revenue_eur(bid: ClearedBid) -> float:
     return bid.accepted_mw * bid.price_eur_per_mw_per_h * hours
 
 
+NO_BID_REASON = "no bid on market.bids (bidding publishes no reason yet)"
+
+
+def hours_without_bid(
+    covered: list[tuple[datetime, datetime]], now: datetime, hi: datetime
+) -> list[dict[str, str]]:
+    """Runs of whole hours from the current hour to hi that no bid covers."""
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    runs: list[dict[str, str]] = []
+    while hour < hi:
+        end = hour + timedelta(hours=1)
+        if not any(s < end and e > hour for s, e in covered):
+            if runs and runs[-1]["end"] == hour.isoformat():
+                runs[-1]["end"] = end.isoformat()
+            else:
+                runs.append({"start": hour.isoformat(), "end": end.isoformat(), "reason": NO_BID_REASON})
+        hour = end
+    return runs
+
+
 # Full-activation deadlines per product (seconds), and the 50 % deadline where the product has one.
 FULL_ACTIVATION_S: dict[str, float] = {
     "fcr_n": 150.0,

@@ -25,6 +25,8 @@ from services.opsroom.domain import (
     committed_mw,
     delivered_kw,
     histogram,
+    hours_without_bid,
+    pool_plan,
     reaction_profile,
     search_page,
     site_status,
@@ -213,3 +215,25 @@ def test_audit_chain_links_and_detects_tampering() -> None:
     )
     assert "\n" not in injected.actor_id
     assert "\r" not in injected.detail
+
+
+def test_hours_without_bid_are_merged_into_runs() -> None:
+    covered = [(NOW, NOW + timedelta(hours=1)), (NOW + timedelta(hours=3), NOW + timedelta(hours=4))]
+    runs = hours_without_bid(covered, NOW + timedelta(minutes=20), NOW + timedelta(hours=6))
+    assert [(r["start"][11:16], r["end"][11:16]) for r in runs] == [("13:00", "15:00"), ("16:00", "18:00")]
+
+
+def test_pool_plan_sums_site_plans_per_quarter() -> None:
+    plans = [
+        {"first_quarter_start": NOW.isoformat(), "hp_on": [True, False], "expected_hp_power_kw": [2.0, 0.0]},
+        {
+            "first_quarter_start": (NOW + timedelta(minutes=15)).isoformat(),
+            "hp_on": [True],
+            "expected_hp_power_kw": [3.0],
+            "fallback": True,
+        },
+    ]
+    plan = pool_plan(plans)
+    assert plan.hp_on == [1, 1]
+    assert plan.expected_kw == [2.0, 3.0]
+    assert (plan.sites, plan.fallback_sites) == (2, 1)

@@ -164,7 +164,7 @@ async function loadBids() {
     body.appendChild(tr);
   }
   $("bids-gaps").replaceChildren(...b.hours_without_bid.slice(0, 48).map((g) => {
-    const li = document.createElement("li"); li.textContent = `${time(g.start)}: ${g.reason}`; return li; }));
+    const li = document.createElement("li"); li.textContent = `${time(g.start)} – ${time(g.end)}: ${g.reason}`; return li; }));
 }
 
 async function loadActivations() {
