@@ -5,13 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
-from services.bidding.domain.inputs import BoolArray, Fleet, FloatArray, IntArray, Options
+from services.bidding.domain.inputs import Fleet, FloatArray, IntArray, Options
 
 
 @dataclass(frozen=True)
 class Clusters:
-    """Cluster c holds size[c] units described by per-unit means; cluster_of[i] = −1: not optimised."""
+    """Cluster c holds size[c] units described by per-unit means; cluster_of[i] = −1: not optimised.
+
+    Minimum run and lock-out are the cluster's longest (conservative for the optimiser; the per-site
+    simulation applies each site's own); the initial state is kept as counts: on0[c] units run at the
+    start, pre_on[c, t] of them are still in a minimum run and pre_off[c, t] idle ones still locked out.
+    """
 
     cluster_of: IntArray
     area: list[str]
@@ -20,8 +26,9 @@ class Clusters:
     min_run_q: IntArray
     lockout_q: IntArray
     max_starts_h: IntArray
-    on0: BoolArray
-    restrict0_q: IntArray
+    on0: FloatArray
+    pre_on: FloatArray  # (C, R)
+    pre_off: FloatArray  # (C, R)
     weight: FloatArray  # availability × response (mean)
     demand_kw: FloatArray  # (C, T) per unit
     balance: FloatArray  # (C, T)
@@ -32,6 +39,14 @@ class Clusters:
     def count(self) -> int:
         """Return the number of clusters."""
         return int(self.size.shape[0])
+
+    def still_running(self, c: int, t: int) -> float:
+        """Units of cluster c that must still run in quarter t (minimum run begun before the horizon)."""
+        return float(self.pre_on[c, t]) if t < self.pre_on.shape[1] else 0.0
+
+    def still_locked(self, c: int, t: int) -> float:
+        """Units of cluster c still locked out in quarter t (stopped before the horizon)."""
+        return float(self.pre_off[c, t]) if t < self.pre_off.shape[1] else 0.0
 
 
 def _bins(values: FloatArray, groups: list[str], count: int) -> IntArray:
@@ -66,18 +81,11 @@ def _cluster_keys(fleet: Fleet, options: Options) -> IntArray:
     area_idx = np.array([areas.index(a) for a in fleet.area], dtype=np.int64)
     power = np.floor(fleet.power_kw / options.power_bucket_kw).astype(np.int64)
     ratio = fleet.demand_kw.mean(axis=1) / fleet.power_kw
-    restrict = fleet.restrict0_q
-    weight = np.rint(fleet.availability * fleet.response * 20).astype(np.int64)
     return np.column_stack(
         [
             area_idx,
             power,
-            fleet.min_run_q,
-            fleet.lockout_q,
             fleet.max_starts_h,
-            fleet.on0.astype(np.int64),
-            restrict,
-            weight,
             _bins(fleet.balance.mean(axis=1), fleet.area, options.price_bins),
             _bins(ratio, fleet.area, options.demand_bins),
             _bins(fleet.storage_kwh / fleet.power_kw, fleet.area, options.storage_bins),
@@ -90,12 +98,22 @@ def _aggregate(fleet: Fleet, cluster_of: IntArray, count: int) -> Clusters:
     idx = cluster_of[members]
     size = np.bincount(idx, minlength=count).astype(np.int64)
 
-    def mean(values: FloatArray) -> FloatArray:
-        total = np.zeros((count, *values.shape[1:]))
-        np.add.at(total, idx, values[members])
-        result: FloatArray = total / np.maximum(size, 1).reshape((-1,) + (1,) * (values.ndim - 1))
+    def total(values: npt.NDArray[np.float64] | npt.NDArray[np.bool_]) -> FloatArray:
+        result = np.zeros((count, *values.shape[1:]))
+        np.add.at(result, idx, values[members])
         return result
 
+    def mean(values: FloatArray) -> FloatArray:
+        result: FloatArray = total(values) / np.maximum(size, 1).reshape((-1,) + (1,) * (values.ndim - 1))
+        return result
+
+    def longest(values: IntArray) -> IntArray:
+        result = np.zeros(count, dtype=np.int64)
+        np.maximum.at(result, idx, values[members])
+        return result
+
+    horizon = max(1, int(fleet.restrict0_q.max(initial=0)))
+    left = fleet.restrict0_q[:, None] > np.arange(horizon)[None, :]
     first = np.zeros(count, dtype=np.int64)
     first[idx[::-1]] = np.flatnonzero(members)[::-1]
     return Clusters(
@@ -103,11 +121,12 @@ def _aggregate(fleet: Fleet, cluster_of: IntArray, count: int) -> Clusters:
         area=[fleet.area[i] for i in first],
         size=size,
         power_kw=mean(fleet.power_kw),
-        min_run_q=fleet.min_run_q[first],
-        lockout_q=fleet.lockout_q[first],
+        min_run_q=longest(fleet.min_run_q),
+        lockout_q=longest(fleet.lockout_q),
         max_starts_h=fleet.max_starts_h[first],
-        on0=fleet.on0[first],
-        restrict0_q=fleet.restrict0_q[first],
+        on0=total(fleet.on0),
+        pre_on=total(left & fleet.on0[:, None]),
+        pre_off=total(left & ~fleet.on0[:, None]),
         weight=mean(fleet.availability * fleet.response),
         demand_kw=mean(fleet.demand_kw),
         balance=mean(fleet.balance),

@@ -176,10 +176,11 @@ class Options:
     relative_gap: float = 0.005
     cluster: bool = True
     integer_units: bool = False
-    power_bucket_kw: float = 1.0
-    price_bins: int = 3
-    demand_bins: int = 3
-    storage_bins: int = 2
+    verbose: bool = False
+    power_bucket_kw: float = 2.0
+    price_bins: int = 2
+    demand_bins: int = 2
+    storage_bins: int = 1
     model_derate: float = 0.08
     z: float = DEFAULT_Z
     comfort_penalty_eur_per_kwh: float = 5.0

@@ -65,7 +65,8 @@ def solve(
     solver = pywraplp.Solver.CreateSolver(options.solver)
     if solver is None:
         raise SolveFailedError(f"solver {options.solver} is not available")
-    solver.SuppressOutput()
+    if not options.verbose:
+        solver.SuppressOutput()
     # --- variables ------------------------------------------------------------------------------
     v = _variables(solver, clusters, horizon, options.integer_units)
     # --- constraints ----------------------------------------------------------------------------
@@ -127,12 +128,12 @@ def _variables(solver: pywraplp.Solver, cl: Clusters, horizon: int, integer: boo
 
 def _pre_on(cl: Clusters, c: int, t: int) -> float:
     """Units still in a minimum run begun before the horizon."""
-    return float(cl.size[c]) if cl.on0[c] and t < cl.restrict0_q[c] else 0.0
+    return cl.still_running(c, t)
 
 
 def _pre_off(cl: Clusters, c: int, t: int) -> float:
     """Units still locked out after a stop before the horizon."""
-    return float(cl.size[c]) if not cl.on0[c] and t < cl.restrict0_q[c] else 0.0
+    return cl.still_locked(c, t)
 
 
 def _unit_rules(solver: pywraplp.Solver, cl: Clusters, v: _Vars, c: int, horizon: int) -> None:
@@ -141,7 +142,7 @@ def _unit_rules(solver: pywraplp.Solver, cl: Clusters, v: _Vars, c: int, horizon
     m, lock, k = int(cl.min_run_q[c]), int(cl.lockout_q[c]), int(cl.max_starts_h[c])
     run, start, stop = v.run[c], v.start[c], v.stop[c]
     for t in range(horizon):
-        before = run[t - 1] if t else n * float(cl.on0[c])
+        before = run[t - 1] if t else float(cl.on0[c])
         solver.Add(run[t] == before + start[t] - stop[t], f"flow[{c},{t}]")
         started = solver.Sum(start[max(0, t - m + 1) : t + 1]) if m else 0
         solver.Add(run[t] >= started + _pre_on(cl, c, t), f"min_run[{c},{t}]")
@@ -204,11 +205,12 @@ def _reserve(
                 solver.Add(steps >= min_steps * chosen, f"bid_min[{area},{period.first}]")
                 solver.Add(steps <= max_steps * chosen, f"bid_max[{area},{period.first}]")
             for t in period.quarters:
-                coef = [(1 - options.model_derate) * cl.weight[c] * cl.power_kw[c] / 1000 for c in members]
+                # in kW against 100 kW per 0.1 MW step: coefficients near 1 keep the LP well scaled
+                coef = [(1 - options.model_derate) * cl.weight[c] * cl.power_kw[c] for c in members]
                 up = solver.Sum([w * up_expr(cl, v, c, t) for w, c in zip(coef, members, strict=True)])
                 down = solver.Sum([w * down_expr(cl, v, c, t) for w, c in zip(coef, members, strict=True)])
-                solver.Add(up >= 0.1 * steps, f"sym_up[{area},{t}]")
-                solver.Add(down >= 0.1 * steps, f"sym_down[{area},{t}]")
+                solver.Add(up >= 100.0 * steps, f"sym_up[{area},{t}]")
+                solver.Add(down >= 100.0 * steps, f"sym_down[{area},{t}]")
             result[(area, period.first)] = (steps, period)
     return result
 

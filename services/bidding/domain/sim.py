@@ -99,7 +99,17 @@ def simulate(
         start = greedy & may_start & want
         if target_on is not None and cluster_of is not None:
             more_stops, more_starts = _follow_targets(
-                fleet, cluster_of, target_on[:, t], on_now, storage, age, may_stop, may_start, forced, greedy
+                fleet,
+                cluster_of,
+                target_on[:, t],
+                on_now,
+                storage,
+                age,
+                may_stop,
+                may_start,
+                forced,
+                greedy,
+                fleet.demand_kw[:, t],
             )
             stop |= more_stops
             start |= more_starts
@@ -131,6 +141,7 @@ def _follow_targets(
     may_start: BoolArray,
     forced: BoolArray,
     greedy: BoolArray,
+    demand: FloatArray,
 ) -> tuple[BoolArray, BoolArray]:
     managed = ~greedy
     clusters = int(target.shape[0])
@@ -143,6 +154,15 @@ def _follow_targets(
     fill = storage / np.maximum(fleet.storage_kwh, 1e-9)
     stop = _pick(may_stop & ~forced & managed, group, -fill - age * 1e-6, excess)
     start = _pick(may_start & managed, group, fill - age * 1e-6, deficit)
+    # rotation: an idle unit about to need its boiler swaps with a well-filled running one (count unchanged)
+    needy = may_start & ~start & managed & (storage < demand / 4.0)
+    spare = may_stop & ~forced & ~stop & managed & (fill > 0.5)
+    swaps = np.minimum(
+        np.bincount(group[needy], minlength=clusters + 1), np.bincount(group[spare], minlength=clusters + 1)
+    )
+    swaps[-1] = 0
+    stop |= _pick(spare, group, -fill, swaps)
+    start |= _pick(needy, group, fill, swaps)
     return stop, start
 
 
