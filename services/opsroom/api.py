@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,7 +12,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import plotly
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -44,7 +44,18 @@ from services.opsroom.registry_client import (
 )
 
 STATIC = Path(__file__).parent / "static"
-PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+def _plotly_js() -> Path | None:
+    """plotly.min.js as shipped in the installed plotly wheel (None when plotly is not installed)."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "package_data" / "plotly.min.js"
+    return path if path.is_file() else None
+
+
+PLOTLY_JS = _plotly_js()
 COOKIE = "opsroom_session"
 PublishActivation = Callable[[PoolActivated], Awaitable[None]]
 
@@ -126,6 +137,8 @@ def mount(api: FastAPI, ctx: Context) -> None:
     @api.get("/vendor/plotly.min.js", include_in_schema=False)
     async def plotly_js() -> FileResponse:
         # Served from the installed plotly wheel: no CDN, nothing vendored into the repository.
+        if PLOTLY_JS is None:
+            raise HTTPException(503, "charts need the plotly package: pip install plotly")
         return FileResponse(
             PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"}
         )

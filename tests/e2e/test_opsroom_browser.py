@@ -73,6 +73,7 @@ class World:
     refused: str
     bid_id: str
     plan_id: str
+    installer: str
 
 
 def _principals(operator: str, owner: str, installer: str, secret: str) -> str:
@@ -290,7 +291,9 @@ def world(infra: Infra) -> Iterator[World]:
                 infra,
                 market_records(fleet[0], bid_id, utc_now()) + plan_and_history(fleet, plan_id, utc_now()),
             )
-            yield World(registry, opsroom, operator, secret, fleet, fleet[:2], fleet[2], bid_id, plan_id)
+            yield World(
+                registry, opsroom, operator, secret, fleet, fleet[:2], fleet[2], bid_id, plan_id, installer
+            )
         finally:
             for svc in started:
                 svc.process.stop()
@@ -330,6 +333,10 @@ def _float(page: Page, selector: str) -> float:
 def test_login_is_required_and_the_overview_fills_in(world: World, page: Page) -> None:
     """Without a session the API answers 401; a wrong password is refused; the operator sees the fleet."""
     assert httpx.get(f"{world.opsroom.url}/api/overview").status_code == 401
+    not_operator = {"username": world.installer, "password": world.password}
+    refused = httpx.post(f"{world.opsroom.url}/api/login", json=not_operator)
+    assert refused.status_code == 401
+    assert "not an operator" in refused.json()["detail"]
     page.wait_for_selector("#login-form")
     page.fill("#username", world.operator)
     page.fill("#password", "wrong-password-123")
