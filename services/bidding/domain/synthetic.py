@@ -71,6 +71,36 @@ def synthetic_sites(
     return sites
 
 
-def synthetic_fleet(count: int, first: datetime, quarters: int, seed: int = 7) -> Fleet:
-    """A columnar synthetic fleet."""
-    return Fleet.from_sites(synthetic_sites(count, first, quarters, seed))
+def synthetic_fleet(
+    count: int, first: datetime, quarters: int, seed: int = 7, outdoor_mean_c: float = 4.0
+) -> Fleet:
+    """A columnar synthetic fleet built with vectors (fast enough for 100,000 sites)."""
+    rng = np.random.default_rng(seed)
+    hours = np.array([q.astimezone(COPENHAGEN).hour + q.minute / 60 for q in quarter_starts(first, quarters)])
+    power = np.round(rng.uniform(1.0, 5.0, count), 1)
+    cop = rng.uniform(2.6, 3.4, count)
+    outdoor = outdoor_mean_c + rng.normal(0, 1.5, count)
+    temp = outdoor[:, None] + 3.0 * np.cos((hours[None, :] - 15.0) / 24.0 * 2.0 * np.pi)
+    design = 2.0 * power * cop
+    heat = np.maximum(0.0, design[:, None] * (17.0 - temp) / 29.0)
+    demand = heat / cop[:, None] * 0.6
+    balance = rng.uniform(90.0, 150.0, count)[:, None] + 8 * np.cos((hours[None, :] - 15) / 24 * 2 * np.pi)
+    store = 80.0 * rng.uniform(100, 220, count) * 4.0 / 1000.0 / cop
+    areas = ("DK1", "DK2")
+    return Fleet(
+        site_ids=[f"villa-{i:06d}" for i in range(count)],
+        area=[areas[i % 2] for i in range(count)],
+        power_kw=power,
+        min_run_q=rng.choice([1, 1, 2], count).astype(np.int64),
+        lockout_q=rng.choice([1, 1, 2], count).astype(np.int64),
+        max_starts_h=np.full(count, 3, dtype=np.int64),
+        on0=rng.random(count) < 0.5,
+        restrict0_q=rng.choice([0, 0, 1], count).astype(np.int64),
+        online=np.ones(count, dtype=np.bool_),
+        response=np.ones(count),
+        availability=np.full(count, 0.98),
+        demand_kw=demand,
+        balance=balance,
+        storage_kwh=store,
+        storage0_kwh=store * rng.uniform(0.3, 0.7, count),
+    )
