@@ -34,6 +34,7 @@ from hybridpool_shared.messages.dispatch import MAX_BLOCK
 from hybridpool_shared.sitestate import STATE_INDEX_KEY, SiteLiveState, state_key
 from hybridpool_shared.topics import TopicSpec
 from services.dispatch.adapters import ClaimRequest, CommandLog, ProfileStore, ReportStore, SafetyStore
+from services.dispatch.domain.clock import EventClock
 from services.dispatch.domain.controller import Action, ActivationLoop, LoopConfig, Release, Resend, Switch
 from services.dispatch.domain.fleet import Fleet, Unit
 from services.dispatch.domain.plan import planned_state
@@ -93,7 +94,8 @@ class Dispatcher:
         self.redis = redis
         self.publish = publish
         self.metrics = metrics
-        self.clock = clock
+        self.event_clock = EventClock(settings.speedup) if settings.clock == "telemetry" else None
+        self.clock = self.event_clock.now if self.event_clock is not None else clock
         prefix = settings.key_prefix
         self.safety = SafetyStore(redis, prefix)
         self.log = CommandLog(redis, prefix, settings.log_max_len)
@@ -230,6 +232,8 @@ class Dispatcher:
         for r in sorted(readings, key=lambda r: r.measured_at):
             if not self.serves(r.site_id):
                 continue
+            if self.event_clock is not None:
+                self.event_clock.observe(r.measured_at.timestamp())
             self.fleet.observe(r.site_id, r.measured_at.timestamp(), r.electric_power_kw, r.hp_running)
             self.tracker.on_reading(r.site_id, r.measured_at, r.electric_power_kw)
 

@@ -1,5 +1,7 @@
 """Settings of the dispatch service."""
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -25,10 +27,14 @@ class DispatchSettings(ServiceSettings):
     release_stagger_slots: int = Field(default=10, ge=1, description="Release groups after an activation.")
     release_stagger_step_s: float = Field(default=30.0, ge=0, description="Seconds between release groups.")
     lease_grace_s: float = Field(default=300.0, gt=0, description="Lease beyond the planned release.")
-    reaction_give_up_s: float = Field(default=1200.0, gt=0, description="A reaction not seen by then: none.")
+    reaction_give_up_s: float = Field(default=2400.0, gt=0, description="A reaction not seen by then: none.")
     reaction_stable_window_s: float = Field(default=120.0, gt=0, description="Stable = flat this long.")
     default_min_run_minutes: float = Field(default=15, ge=0, description="Until master data says otherwise.")
     default_lockout_minutes: float = Field(default=15, ge=0, description="Until master data says otherwise.")
+    clock: Literal["wall", "telemetry"] = Field(
+        default="wall", description="telemetry: follow the sites' event time (a simulator running faster)."
+    )
+    speedup: float = Field(default=1.0, gt=0, le=3600, description="Event seconds per real second.")
     site_prefix: str = Field(default="", description="Serve only sites whose id starts with this (pools).")
     publish_concurrency: int = Field(default=1000, ge=1, le=20000, description="Command publishes in flight.")
     follow_plan: bool = Field(default=True, description="Apply pool.plan between activations.")

@@ -152,3 +152,18 @@ def test_rule_violations_are_found() -> None:
     problems = rule_violations(log, {}, (900.0, 900.0))
     assert len(problems) == 1
     assert problems[0].startswith("a: NORMAL 300 s after BLOCK")
+
+
+def test_event_clock_follows_telemetry_time_at_speedup_and_never_goes_back() -> None:
+    from services.dispatch.domain.clock import EventClock
+
+    mono = [100.0]
+    clock = EventClock(20.0, monotonic=lambda: mono[0], wall=lambda: 5.0)
+    assert clock.now() == 5.0
+    clock.observe(1000.0)
+    mono[0] = 101.0
+    assert clock.now() == 1020.0
+    clock.observe(1010.0)  # late reading: ignored
+    assert clock.now() == 1020.0
+    clock.observe(1030.0)
+    assert clock.now() == 1030.0

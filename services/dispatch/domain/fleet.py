@@ -29,7 +29,8 @@ class Unit:
     starts: deque[float] = field(default_factory=deque)
     recent_power_kw: deque[float] = field(default_factory=lambda: deque(maxlen=NOISE_HISTORY))
     slow: bool = False
-    on_power_kw: float = 0.0  # last power seen while running: what switching on is expected to add
+    on_power_kw: float = 0.0  # highest power seen running: what switching on adds, without master data
+    rated_known: bool = False
 
     def free_from_s(self) -> float:
         """Return when the unit may next change state: end of its lock-out (idle) or min run (running)."""
@@ -51,6 +52,8 @@ class Unit:
 
     def expected_on_kw(self) -> float:
         """Return the electric power switching this unit on is expected to add."""
+        if self.rated_known:
+            return self.rated_kw
         return self.on_power_kw if self.on_power_kw > 0.1 else 0.6 * self.rated_kw
 
     def recent_starts(self, now_s: float) -> int:
@@ -90,12 +93,13 @@ class Fleet:
         u.hp_running, u.power_kw, u.measured_s = hp_running, power_kw, at_s
         u.recent_power_kw.append(power_kw)
         if hp_running and power_kw > 0.1:
-            u.on_power_kw = power_kw
+            u.on_power_kw = max(u.on_power_kw, power_kw)
 
     def set_master(self, site_id: str, rated_kw: float, min_run_min: int, lockout_min: int) -> None:
         """Apply a site's master data (HP-Hub 104/105)."""
         u = self.unit(site_id)
         u.rated_kw, u.min_run_s, u.lockout_s = rated_kw, min_run_min * 60.0, lockout_min * 60.0
+        u.rated_known = True
 
     def set_price(self, site_id: str, balance_price_eur_per_mwh: float) -> None:
         """Apply a site's current balance price."""

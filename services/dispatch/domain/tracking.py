@@ -64,6 +64,7 @@ class ReactionTracker:
         self.stable_window = stable_window
         self.open: dict[str, Tracked] = {}
         self.by_command: dict[str, str] = {}
+        self.superseded: list[Tracked] = []
 
     def start(self, tracked: Tracked) -> Tracked | None:
         """Start measuring a command; return the measurement it supersedes, if any."""
@@ -72,6 +73,7 @@ class ReactionTracker:
         old = self.open.pop(tracked.site_id, None)
         if old is not None:
             self.by_command.pop(old.command_id, None)
+            self.superseded.append(old)
         self.open[tracked.site_id] = tracked
         self.by_command[tracked.command_id] = tracked.site_id
         return old
@@ -91,7 +93,8 @@ class ReactionTracker:
 
     def finished(self, now: datetime) -> list[tuple[Tracked, ReactionPhases]]:
         """Close and return the measurements whose phases are complete (or that timed out)."""
-        done: list[tuple[Tracked, ReactionPhases]] = []
+        done = [(t, t.phases(self.give_up_after, self.stable_window)) for t in self.superseded]
+        self.superseded.clear()
         for site, t in list(self.open.items()):
             phases = t.phases(self.give_up_after, self.stable_window)
             if phases.complete or now - t.sent_at >= self.give_up_after:

@@ -12,7 +12,7 @@ import io
 import itertools
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -21,7 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 PROFILE_KEY_PREFIX = "dispatch:reaction_profile:"
 PROFILE_WINDOW = 30
-FIRST_CHANGE_SHARE = 0.1
+FIRST_CHANGE_SHARE = 0.02  # just above the noise: the change has begun
+STEP_SHARE = 0.5  # a first move this large between two readings is a step, not a ramp
+PLATEAU_WINDOWS = 3  # a level flat this many stable windows is where the change really ended
+EXPECTED_TRUST_SHARE = 0.2  # a settled change this far from the expected one replaces it
 STABLE_BAND_SHARE = 0.05
 NOISE_SIGMAS = 3.0
 
@@ -56,7 +59,7 @@ class ReactionPhases:
         return self.first_change_at is not None
 
 
-def noise_kw(samples: Sequence[float], floor_kw: float = 0.02) -> float:
+def noise_kw(samples: Sequence[float], floor_kw: float = 0.005) -> float:
     """Return a robust noise estimate (MAD of successive differences), at least floor_kw."""
     if len(samples) < 3:
         return floor_kw
@@ -77,53 +80,131 @@ def measure_reaction(
 ) -> ReactionPhases:
     """Find first change, 50 %, 90 % and stable after sent_at, relative to the expected change.
 
-    Once the power has been stable for two windows, the phases are measured against the change actually
-    reached (the expected change of a switch-on is only an estimate); observed_change_kw keeps it.
+    Crossings are interpolated between readings. Stable = within 5 % (or the noise) of the change and
+    staying there a whole window. If power went flat (two windows) at a level more than
+    EXPECTED_TRUST_SHARE away from the expected change for PLATEAU_WINDOWS windows, that level becomes
+    the reference.
     """
     sign = 1.0 if expected_change_kw >= 0 else -1.0
     after = sorted((s for s in samples if s.at > sent_at), key=lambda s: s.at)
-    moved = [sign * (s.power_kw - baseline_kw) for s in after]
+    times = [sent_at, *(s.at for s in after)]
+    moved = [0.0, *(sign * (s.power_kw - baseline_kw) for s in after)]
     noise_floor = NOISE_SIGMAS * site_noise_kw
     size = abs(expected_change_kw)
-    first = _first(moved, lambda m: m >= max(noise_floor, FIRST_CHANGE_SHARE * size))
-    band = max(noise_floor, STABLE_BAND_SHARE * size)
-    stable = _stable_at(after[first:], band, stable_window) if first is not None else None
-    settled = stable is not None and after[-1].at - stable[0] >= 2 * stable_window
-    if stable is not None and settled:
-        level = [m for s, m in zip(after, moved, strict=True) if s.at >= after[-1].at - stable_window]
-        if statistics.fmean(level) >= noise_floor:
-            size = statistics.fmean(level)  # the change actually reached is the reference from now on
-            first = _first(moved, lambda m: m >= max(noise_floor, FIRST_CHANGE_SHARE * size))
-    r50 = _first(moved, lambda m: size > 0 and m >= 0.5 * size)
-    r90 = _first(moved, lambda m: size > 0 and m >= 0.9 * size)
+    first = _crossing(times, moved, max(noise_floor, FIRST_CHANGE_SHARE * size), STEP_SHARE * size)
+    slack = noise_floor  # once inside the band, noise alone must not throw the reading out again
+    stable_at = _stable_at(
+        times, moved, size, max(noise_floor, STABLE_BAND_SHARE * size), slack, stable_window
+    )
+    if stable_at is None:
+        long_window = PLATEAU_WINDOWS * stable_window
+        flat = _flat_from(after, first, max(noise_floor, STABLE_BAND_SHARE * size), long_window)
+        if flat is not None:
+            plateau = [m for t, m in zip(times, moved, strict=True) if flat <= t <= flat + long_window]
+            level = statistics.fmean(plateau)
+            if level >= noise_floor and abs(level - size) > EXPECTED_TRUST_SHARE * size:
+                size = level  # the expected change was off: the change actually reached is the reference
+                first = _crossing(
+                    times, moved, max(noise_floor, FIRST_CHANGE_SHARE * size), STEP_SHARE * size
+                )
+                band = max(noise_floor, STABLE_BAND_SHARE * size)
+                stable_at = _stable_at(times, moved, size, band, slack, stable_window)
     observed = after[-1].power_kw - baseline_kw if after else None
     timed_out = bool(after) and after[-1].at - sent_at >= give_up_after
     return ReactionPhases(
-        first_change_at=after[first].at if first is not None else None,
-        reached_50_at=after[r50].at if r50 is not None else None,
-        reached_90_at=after[r90].at if r90 is not None else None,
-        stable_at=stable[0] if stable is not None else None,
+        first_change_at=first,
+        reached_50_at=_crossing(times, moved, 0.5 * size) if size > 0 else None,
+        reached_90_at=_crossing(times, moved, 0.9 * size) if size > 0 else None,
+        stable_at=stable_at,
         observed_change_kw=observed,
-        complete=settled or timed_out,
+        complete=stable_at is not None or timed_out,
     )
 
 
-def _first(moved: Sequence[float], ok: Callable[[float], bool]) -> int | None:
-    for i, m in enumerate(moved):
-        if ok(m):
-            return i
+def _between(t0: datetime, v0: float, t1: datetime, v1: float, target: float) -> datetime:
+    """Interpolate linearly when a value moving from v0 (at t0) to v1 (at t1) passed target."""
+    if v1 == v0:
+        return t1
+    share = min(1.0, max(0.0, (target - v0) / (v1 - v0)))
+    return t0 + (t1 - t0) * share
+
+
+def _fitted_entry(
+    times: Sequence[datetime], moved: Sequence[float], i: int, size: float, band: float
+) -> datetime:
+    """Return when the change entered the band, from a line fitted to the readings around reading i.
+
+    Near the end of a slow approach the slope is small and one noisy reading moves a plain crossing
+    by a whole interval; a local least-squares line through five readings is steadier.
+    """
+    lo, hi = max(0, i - 2), min(len(moved), i + 3)
+    fallback = _between(times[i - 1], abs(moved[i - 1] - size), times[i], abs(moved[i] - size), band)
+    if hi - lo < 3 or abs(moved[i] - moved[i - 1]) > band / 2:
+        return fallback  # a steep approach: the straight line between two readings is the better guess
+    xs = [(times[j] - times[i]).total_seconds() for j in range(lo, hi)]
+    ys = list(moved[lo:hi])
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+    target = size - band if moved[i - 1] < size else size + band
+    if slope == 0.0 or (target - my) / slope + mx < xs[0] or (target - my) / slope + mx > xs[-1]:
+        return fallback
+    return times[i] + timedelta(seconds=(target - my) / slope + mx)
+
+
+def _crossing(
+    times: Sequence[datetime], moved: Sequence[float], level: float, step_like: float = math.inf
+) -> datetime | None:
+    """Return when the change first reached level, interpolated between the readings around it.
+
+    A jump larger than step_like between two readings is a step that began anywhere between them:
+    then the midpoint is the best guess (a line would put it right after the first reading).
+    """
+    for i in range(1, len(moved)):
+        if moved[i] >= level:
+            if moved[i] - moved[i - 1] > step_like:
+                return times[i - 1] + (times[i] - times[i - 1]) / 2
+            return _between(times[i - 1], moved[i - 1], times[i], moved[i], level)
     return None
 
 
-def _stable_at(after: Sequence[PowerSample], band: float, window: timedelta) -> tuple[datetime, float] | None:
-    """Return (time, power) of the first reading from which power stays within band for a whole window."""
+def _stable_at(
+    times: Sequence[datetime],
+    moved: Sequence[float],
+    size: float,
+    band: float,
+    slack: float,
+    window: timedelta,
+) -> datetime | None:
+    """Return when the change entered band around size and then stayed (within band + slack) a window."""
+    at: datetime | None = None
+    for i in range(1, len(moved)):
+        off = abs(moved[i] - size)
+        if off > (band if at is None else band + slack):
+            at = None
+            continue
+        if at is None:
+            prev = abs(moved[i - 1] - size)
+            at = _fitted_entry(times, moved, i, size, band) if prev > band else times[i]
+        if times[i] - at >= window:
+            return at
+    return None
+
+
+def _flat_from(
+    after: Sequence[PowerSample], since: datetime | None, band: float, window: timedelta
+) -> datetime | None:
+    """Return the first reading's time (after since) from which power stays within band for a window."""
+    if since is None:
+        return None
     for i, start in enumerate(after):
+        if start.at < since:
+            continue
         if after[-1].at - start.at < window:
             return None
         end = start.at + window
-        inside = [s.power_kw for s in after[i:] if s.at <= end]
-        if all(abs(p - start.power_kw) <= band for p in inside):
-            return start.at, start.power_kw
+        if all(abs(s.power_kw - start.power_kw) <= band for s in after[i:] if s.at <= end):
+            return start.at
     return None
 
 
