@@ -19,7 +19,7 @@ CLEARED_KEY = "market_sim:cleared"
 SETTLEMENT_KEY = "market_sim:settlement"
 SCENARIO_KEY = "market_sim:scenario"
 ENERGY_PREFIX = "market_sim:energy:"
-ACTIVATED_KEY = "market_sim:activated_quarters"
+ACTIVATED_KEY = "market_sim:activated_bids"
 
 
 def _product(raw: str) -> str:
@@ -91,9 +91,9 @@ class Ledger:
         raw = await self.redis.hvals(ENERGY_PREFIX + utc_key(quarter))
         return [BidSubmitted.from_json_bytes(v) for v in raw]
 
-    async def claim_quarter(self, quarter: datetime) -> bool:
-        """True the first time a quarter's activations are drawn."""
-        return bool(await self.redis.hsetnx(ACTIVATED_KEY, utc_key(quarter), "1"))
+    async def claim_activation(self, bid_id: str) -> bool:
+        """True the first time a bid's activation is drawn (once per bid, whenever it arrived)."""
+        return bool(await self.redis.hsetnx(ACTIVATED_KEY, bid_id, "1"))
 
     async def record_activation(self, activation: PoolActivated, revenue_eur: float) -> None:
         """Store an activation's settlement."""

@@ -68,11 +68,11 @@ class Market:
         await self.service.publish(topics.MARKET_RESULTS, result)
 
     async def activate_due(self) -> None:
-        """Draw the activations of the current quarter once."""
+        """Draw the activation of each accepted energy bid of the current quarter, once per bid."""
         quarter = floor_quarter(utc_now())
-        if not await self.ledger.claim_quarter(quarter):
-            return
         for bid in await self.ledger.energy_bids(quarter):
+            if not await self.ledger.claim_activation(bid.bid_id):
+                continue
             mfrr = await self.mfrr(bid.area, quarter)
             activation = domain.activation_for(bid, mfrr, utc_now())
             if activation is None:

@@ -21,12 +21,15 @@ from hybridpool_shared.messages import (
     BidCleared,
     BidSubmitted,
     ControlOption,
+    Direction,
     FrequencyMeasured,
+    PoolActivated,
+    ReserveProduct,
     SiteLocation,
     SiteMasterDataChanged,
 )
 from hybridpool_shared.sitestate import STATE_INDEX_KEY, GatewayStatus, SiteLiveState, state_key
-from hybridpool_shared.timeutil import utc_now
+from hybridpool_shared.timeutil import floor_quarter, utc_now
 from tests.infra import Infra, RunningService, produce, start_service, unique, wait_for_records
 
 pytestmark = pytest.mark.integration
@@ -41,11 +44,36 @@ def services(infra: Infra) -> Iterator[dict[str, RunningService]]:
         started["bidding"] = start_service(
             "bidding", infra, {"BIDDING_STARTUP_DELAY_S": "86400", "BIDDING_TIME_LIMIT_S": "10"}
         )
-        started["market_sim"] = start_service("market_sim", infra, {"MARKET_SIM_SEED": "7"})
+        replay = infra.data_dir / f"{unique('mfrr-replay')}.json"
+        replay.write_text(json.dumps(_replay_records()))
+        env = {
+            "MARKET_SIM_SEED": "7",
+            "MARKET_SIM_MFRR_REPLAY_FILE": str(replay),
+            "MARKET_SIM_ACTIVATION_TICK_S": "0.5",
+        }
+        started["market_sim"] = start_service("market_sim", infra, env)
         yield started
     finally:
         for svc in started.values():
             svc.process.stop()
+
+
+def _replay_records() -> list[dict[str, object]]:
+    """MfrrEnergyActivationMarket-like records: DK1 activates 76 MW up in the coming quarters."""
+    first = floor_quarter(utc_now())
+    return [
+        {
+            "TimeUTC": (first + timedelta(minutes=15 * q)).strftime("%Y-%m-%dT%H:%M:%S"),
+            "PriceArea": "DK1",
+            "mFRRSAUpEUR": 254.17,
+            "mFRRSADownEUR": 171.0,
+            "TotalmFRRUpMW": 76,
+            "TotalmFRRDownMW": None,
+            "mFRROfferedUpMW": 381,
+            "mFRROfferedDownMW": 501,
+        }
+        for q in range(16)
+    ]
 
 
 def _master(site_id: str) -> SiteMasterDataChanged:
@@ -186,3 +214,48 @@ async def test_market_sim_emits_frequency(infra: Infra, services: dict[str, Runn
     samples = [FrequencyMeasured.from_json_bytes(r.value or b"") for r in records]
     assert all(49.0 < s.frequency_hz < 51.0 for s in samples)
     assert len({s.measured_at for s in samples}) >= 2
+
+
+async def test_market_sim_activates_an_accepted_mfrr_bid_from_replayed_volumes(
+    infra: Infra, services: dict[str, RunningService]
+) -> None:
+    """An in-merit up bid for a quarter where the replay activated 76 MW is activated and settled."""
+    now = utc_now()
+    quarter = floor_quarter(now)
+    if quarter + timedelta(minutes=15) - now < timedelta(seconds=90):
+        quarter += timedelta(minutes=15)
+    bid = BidSubmitted(
+        bid_id=unique("mfrr-up"),
+        area="DK1",
+        product=ReserveProduct.MFRR_ENERGY,
+        direction=Direction.UP,
+        capacity_mw=1.0,
+        price_eur_per_mwh=150.0,
+        interval_start=quarter,
+        interval_end=quarter + timedelta(minutes=15),
+        interval_minutes=15,
+        submitted_at=now,
+    )
+    await produce(infra.kafka_bootstrap, topics.MARKET_BIDS.name, bid.to_json_bytes(), bid.kafka_key())
+    results = await wait_for_records(
+        infra.kafka_bootstrap,
+        topics.MARKET_RESULTS.name,
+        lambda r: BidCleared.from_json_bytes(r.value or b"").bid_id == bid.bid_id,
+    )
+    result = BidCleared.from_json_bytes(results[0].value or b"")
+    assert result.accepted
+    assert result.clearing_price_eur_per_mwh == 254.17
+    records = await wait_for_records(
+        infra.kafka_bootstrap,
+        topics.MARKET_ACTIVATIONS.name,
+        lambda r: PoolActivated.from_json_bytes(r.value or b"").bid_id == bid.bid_id,
+        timeout=150,
+    )
+    activation = PoolActivated.from_json_bytes(records[0].value or b"")
+    assert activation.direction is Direction.UP
+    assert activation.power_mw == 1.0
+    assert activation.start == quarter
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        body = (await client.get(f"{services['market_sim'].url}/settlement")).json()
+    line = next(x for x in body["lines"] if x["kind"] == "activation" and x["bid_id"] == bid.bid_id)
+    assert line["revenue_eur"] == pytest.approx(1.0 * 0.25 * 254.17, abs=0.01)
