@@ -180,9 +180,12 @@ def _auth_routes(router: APIRouter, ctx: Context) -> None:
         try:
             done = await ctx.registry.login(body.username, body.password)
         except LoginRefusedError as exc:
+            draft = AuditDraft(body.username, "unknown", "login", "denied", None, str(exc))
+            await ctx.store.audit(draft, utc_now())
             raise HTTPException(401, str(exc)) from exc
         except RegistryUnavailableError as exc:
             raise HTTPException(503, str(exc)) from exc
+        await ctx.store.audit(AuditDraft(done.principal_id, done.role, "login", "allowed"), utc_now())
         session_id = secrets.token_urlsafe(32)
         ttl = min(ctx.session_ttl_s, done.expires_in_s)
         await ctx.store.put_session(
@@ -369,10 +372,21 @@ def _site_routes(router: APIRouter, ctx: Context) -> None:
             raise HTTPException(404, f"no site {site_id} you may see")
         row = (await _rows(ctx, [site_id], visible))[0]
         return row | {
+            "registry_status": await _registry_status(ctx, who, site_id),
             "master": visible[site_id],
             "live_state": await ctx.store.live_raw(site_id),
             "quarters": await ctx.store.quarters(site_id),
         }
+
+
+async def _registry_status(ctx: Context, who: Operator, site_id: str) -> dict[str, Any] | None:
+    try:
+        return await ctx.registry.site_status(who.token, site_id, ctx.purpose)
+    except TokenExpiredError as exc:
+        await ctx.store.drop_session(who.session_id)
+        raise HTTPException(401, "session expired at the registry: log in again") from exc
+    except RegistryUnavailableError as exc:
+        raise HTTPException(503, str(exc)) from exc
 
 
 def _summaries(visible: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

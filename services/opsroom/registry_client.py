@@ -103,6 +103,23 @@ class RegistryClient:
         self._visible[key] = (time.monotonic(), sites)
         return sites
 
+    async def site_status(self, token: str, site_id: str, purpose: str) -> dict[str, Any] | None:
+        """Read a site's HP-Hub status through the registry, which checks consent and audits the read."""
+        response = await self._call(
+            "GET",
+            f"/sites/{site_id}/status",
+            params={"purpose": purpose},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        if response.status_code == 401:
+            raise TokenExpiredError("registry token expired")
+        if response.status_code in (403, 404):
+            return None
+        if response.status_code != 200:
+            raise RegistryUnavailableError(f"registry status answered {response.status_code}")
+        body = response.json()
+        return None if body is None else dict(body)
+
     def forget(self, token: str) -> None:
         """Drop cached lookups of a token (after an action the operator expects to see at once)."""
         for key in [k for k in self._visible if k[0] == token]:

@@ -58,6 +58,7 @@ FLEET = 60  # live sites written as the telemetry service would; the first three
 SITE_KW = 2.5
 PURPOSE = "operations"
 OPSROOM_DB = 5
+AUDITOR = unique("auditor")
 
 
 @dataclass
@@ -80,6 +81,7 @@ def _principals(operator: str, owner: str, installer: str, secret: str) -> str:
     return json.dumps(
         [
             {"id": operator, "role": "operator", "secret": secret},
+            {"id": AUDITOR, "role": "auditor", "secret": secret},
             {"id": owner, "role": "user", "secret": secret},
             {"id": installer, "role": "installer", "secret": secret},
         ]
@@ -127,6 +129,21 @@ def _register(
             client.post(
                 f"{registry_url}/sites/{site_id}/consents", json=grant, headers=as_owner
             ).raise_for_status()
+        status = {
+            "gateway": "ok",
+            "data_link": "ok",
+            "heat_pump": "ok",
+            "maintenance": "due",
+            "sg_ready_mode": 2,
+            "reported_at": utc_now().isoformat(),
+        }
+        as_operator = _token(client, registry_url, operator, secret)
+        client.put(
+            f"{registry_url}/sites/{sites[0]}/status",
+            params={"purpose": PURPOSE},
+            json=status,
+            headers=as_operator,
+        ).raise_for_status()
 
 
 def own_db(redis_url: str) -> str:
@@ -476,3 +493,27 @@ def test_a_site_without_consent_stays_hidden(world: World, page: Page) -> None:
     assert status == 404
     consented = page.evaluate("async (id) => (await fetch('/api/sites/' + id)).status", world.consented[0])
     assert consented == 200
+
+    # The site page: quarter-hour history, and the HP-Hub status read through the registry.
+    page.fill("#site-search", world.consented[0])
+    page.wait_for_function("document.getElementById('sites-count').textContent === '1 sites'")
+    page.click(f"#sites-table tr[data-site='{world.consented[0]}']")
+    page.wait_for_selector("#sd-chart .main-svg")
+    assert world.consented[0] in page.inner_text("#sd-id")
+    powers = (
+        "async (id) => (await (await fetch('/api/sites/' + id)).json()).quarters.map((q) => q.mean_power_kw)"
+    )
+    until(page, powers, world.consented[0], [1.5, 1.75, 2.0, 2.25])
+    assert "gateway ok, heat pump ok, maintenance due" in page.inner_text("#sd-line")
+
+    # The registry checked consent for that status itself and recorded the operator's read.
+    with httpx.Client(timeout=10) as client:
+        as_auditor = _token(client, world.registry.url, AUDITOR, world.password)
+        audit = client.get(
+            f"{world.registry.url}/audit", params={"site_id": world.consented[0]}, headers=as_auditor
+        ).json()
+    reads = [
+        r for r in audit["records"] if r["action"] == "operational.read" and r["actor_id"] == world.operator
+    ]
+    assert reads
+    assert reads[-1]["purpose"] == PURPOSE

@@ -235,7 +235,8 @@ async function showSite(id) {
     $("sd-id").textContent = s.site_id;
     const live = s.live_state;
     $("sd-line").textContent = `${s.make_model} · ${s.master.location.address} · ${s.status} · `
-      + (live ? `${fmt(live.electric_power_kw, 2)} kW, indoor ${fmt(live.indoor_temp_c, 1)} °C, outdoor ${fmt(live.outdoor_temp_c, 1)} °C` : "no live data");
+      + (live ? `${fmt(live.electric_power_kw, 2)} kW, indoor ${fmt(live.indoor_temp_c, 1)} °C, outdoor ${fmt(live.outdoor_temp_c, 1)} °C` : "no live data")
+      + (s.registry_status ? ` · gateway ${s.registry_status.gateway}, heat pump ${s.registry_status.heat_pump}, maintenance ${s.registry_status.maintenance}` : " · no HP-Hub status reported");
     const x = s.quarters.map((q) => q.interval_start);
     Plotly.react("sd-chart", [
       { x, y: s.quarters.map((q) => q.mean_power_kw), name: "mean power kW" },
