@@ -351,14 +351,16 @@ def _loop(planner: Planner) -> Any:
     async def plan_periodically() -> None:
         await asyncio.sleep(planner.settings.startup_delay_s)
         while True:
+            planned = None
             try:
-                await planner.run(DAY_AHEAD, utc_now())
-                if planner.settings.intraday:
+                planned = await planner.run(DAY_AHEAD, utc_now())
+                if planner.settings.intraday and planned is not None:
                     await planner.run(INTRADAY, utc_now())
             except Exception:
                 LOGGER.exception("planning job failed; retrying at the next interval")
                 planner.metrics.failures.inc()
-            await asyncio.sleep(planner.settings.replan_interval_s)
+            # no sites yet: look again soon rather than after a whole interval
+            await asyncio.sleep(planner.settings.replan_interval_s if planned else 10.0)
 
     return plan_periodically
 
