@@ -74,7 +74,7 @@ class Ledger:
         """Store a result, and an accepted energy bid under its quarter for activation."""
         await self.redis.hset(CLEARED_KEY, bid.bid_id, result.to_json_bytes())
         entry = {
-            "kind": "capacity" if revenue_eur else "bid",
+            "kind": "capacity" if capacity else "energy_bid",
             "bid_id": bid.bid_id,
             "revenue_eur": revenue_eur,
         }
