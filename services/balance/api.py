@@ -63,7 +63,7 @@ def mount(api: FastAPI, engine: BalanceEngine, settings: BalanceSettings) -> Non
         """How many sites prefer gas in each quarter, and the fleet's balance-price distribution."""
         starts = _range(start, end, settings.max_range_days)
         sites = active_sites(await engine.sites.all(), area)
-        matrix = await engine.compute(sites, starts, area)
+        matrix = await engine.compute_fleet(sites, starts, area)
         return {"area": area, **summary(matrix, starts)}
 
     @router.get("/sites/{site_id}/cop-model")

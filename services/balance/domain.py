@@ -159,7 +159,7 @@ def cop_matrix(models: Sequence[CopModel | None], outdoor_c: FloatArray, policy:
 
 @dataclass(frozen=True)
 class BalanceMatrix:
-    """Balance prices and decisions for sites (rows) × intervals (columns)."""
+    """Balance prices and decisions for sites (rows) × intervals (columns); spot per interval."""
 
     cop: FloatArray
     balance_eur_per_mwh: FloatArray
@@ -175,7 +175,7 @@ def balance_matrix(cop: FloatArray, tariffs: Tariffs, spot_eur_per_mwh: FloatArr
     return BalanceMatrix(
         cop=cop,
         balance_eur_per_mwh=balance,
-        spot_eur_per_mwh=spot,
+        spot_eur_per_mwh=spot_eur_per_mwh,
         heat_pump=heat_pump_preferred(spot, balance),
         saving_eur_per_mwh_heat=saving_per_mwh_heat(spot, balance, cop),
     )
@@ -190,7 +190,7 @@ def to_messages(
     cops = np.round(matrix.cop, 4).tolist()
     savings = np.round(matrix.saving_eur_per_mwh_heat, 4).tolist()
     hp = matrix.heat_pump.tolist()
-    spots = [None if np.isnan(s) else float(s) for s in matrix.spot_eur_per_mwh[0]] if len(site_ids) else []
+    spots = [None if np.isnan(s) else float(s) for s in matrix.spot_eur_per_mwh]
     for row, site_id in enumerate(site_ids):
         for col, start in enumerate(starts):
             spot = spots[col]
@@ -233,8 +233,8 @@ def summary(matrix: BalanceMatrix, starts: Sequence[datetime]) -> dict[str, obje
     """Portfolio view: sites preferring gas per quarter and the fleet's balance-price distribution."""
     balance = matrix.balance_eur_per_mwh
     known = ~np.isnan(matrix.spot_eur_per_mwh)
-    gas = (~matrix.heat_pump & known).sum(axis=0)
-    hp = (matrix.heat_pump & known).sum(axis=0)
+    gas = (~matrix.heat_pump & known[None, :]).sum(axis=0)
+    hp = (matrix.heat_pump & known[None, :]).sum(axis=0)
     pct = (5, 25, 50, 75, 95)
     per_quarter = [
         {
@@ -242,7 +242,7 @@ def summary(matrix: BalanceMatrix, starts: Sequence[datetime]) -> dict[str, obje
             "sites": int(balance.shape[0]),
             "prefer_gas": int(gas[col]),
             "prefer_heat_pump": int(hp[col]),
-            "spot_eur_per_mwh": None if not known[0, col] else float(matrix.spot_eur_per_mwh[0, col]),
+            "spot_eur_per_mwh": float(matrix.spot_eur_per_mwh[col]) if known[col] else None,
             "median_balance_eur_per_mwh": round(float(np.median(balance[:, col])), 2)
             if balance.size
             else None,

@@ -121,6 +121,26 @@ class BalanceEngine:
         spot = await self.prices.spots(area, starts) if area else np.full(len(starts), np.nan)
         return balance_matrix(cop, tariffs, spot)
 
+    async def compute_fleet(
+        self, sites: Sequence[SiteMasterDataChanged], starts: Sequence[datetime], area: str
+    ) -> BalanceMatrix:
+        """Like compute, in chunks of sites so the temporaries of a large fleet stay small."""
+        parts = [
+            await self.compute(sites[i : i + SITE_CHUNK], starts, area)
+            for i in range(0, len(sites), SITE_CHUNK)
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return await self.compute([], starts, area)
+        return BalanceMatrix(
+            cop=np.concatenate([p.cop for p in parts]),
+            balance_eur_per_mwh=np.concatenate([p.balance_eur_per_mwh for p in parts]),
+            spot_eur_per_mwh=parts[0].spot_eur_per_mwh,
+            heat_pump=np.concatenate([p.heat_pump for p in parts]),
+            saving_eur_per_mwh_heat=np.concatenate([p.saving_eur_per_mwh_heat for p in parts]),
+        )
+
     async def compute_and_publish(
         self, sites: Sequence[SiteMasterDataChanged], starts: Sequence[datetime], area: str
     ) -> int:

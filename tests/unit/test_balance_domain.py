@@ -150,3 +150,14 @@ def test_hourly_and_dkk_prices_expand_to_quarters_in_eur() -> None:
     expanded = expand_price(price, dkk_per_eur=7.46)
     assert list(expanded) == STARTS[:4]
     assert set(expanded.values()) == {100.0}
+
+
+def test_portfolio_summary_of_an_empty_fleet_still_lists_the_quarters() -> None:
+    outdoor = outdoor_forecast([], STARTS[:2], T0, POLICY)
+    tariffs = resolve_tariffs([], np.array([]), STARTS[:2], [], DEFAULTS)
+    result = summary(
+        balance_matrix(cop_matrix([], outdoor, POLICY), tariffs, np.array([1.0, np.nan])), STARTS[:2]
+    )
+    quarters_out = result["per_quarter"]
+    assert [q["spot_eur_per_mwh"] for q in quarters_out] == [1.0, None]  # type: ignore[attr-defined]
+    assert result["sites"] == 0
