@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from hybridpool_shared import topics
-from hybridpool_shared.messages import CommandAcknowledged, SwitchHeatPump, TelemetryReported
+from hybridpool_shared.messages import CommandAcknowledged, SwitchHeatPump
 from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service
+from services.site_sim.adapters import ReadingProducer
 from services.site_sim.clock import SimClock
 from services.site_sim.domain.sim import FleetSim, to_dt
 from services.site_sim.settings import SiteSimSettings
@@ -42,8 +42,16 @@ class SimRunner:
 
     async def run(self) -> None:
         """Step the physics in simulated time and publish due readings, until cancelled."""
+        producer = ReadingProducer(self.settings.resolved_kafka_bootstrap(), self.settings.kafka_idempotence)
+        await producer.start()
+        try:
+            await self._loop(producer)
+        finally:
+            await producer.stop()
+
+    async def _loop(self, producer: ReadingProducer) -> None:
         interval = self.settings.telemetry_interval_s
-        dt = min(self.settings.physics_step_s, interval)
+        dt = min(self.settings.physics_step_s, interval / 10.0)  # small steps spread the reports out
         self.sim.schedule_reports(interval)
         while True:
             wait = self.clock.real_seconds_until(self.sim.t + dt)
@@ -54,15 +62,8 @@ class SimRunner:
             due = self.sim.due_reports(interval)
             self.step_seconds.observe(time.perf_counter() - started)
             self.behind.set(max(0.0, self.clock.now_s() - self.sim.t))
-            await self.publish_readings(due)
-
-    async def publish_readings(self, readings: Sequence[TelemetryReported]) -> None:
-        """Publish readings concurrently in chunks (each chunk awaited as a whole)."""
-        chunk = self.settings.publish_chunk
-        for start in range(0, len(readings), chunk):
-            part = readings[start : start + chunk]
-            await asyncio.gather(*(self.service.publish(topics.SITES_TELEMETRY, r) for r in part))
-            self.readings.inc(len(part))
+            await producer.send_all(due, self.settings.publish_chunk)
+            self.readings.inc(len(due))
 
     async def on_command(self, cmd: SwitchHeatPump, _: Delivery) -> None:
         """Apply a command to its villa and acknowledge it (offline villas stay silent)."""

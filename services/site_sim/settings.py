@@ -21,4 +21,4 @@ class SiteSimSettings(ServiceSettings):
     start_offset_h: float = Field(
         default=0.0, ge=0.0, le=24.0 * 366, description="Start the simulated clock this long before now."
     )
-    publish_chunk: int = Field(default=500, ge=1, le=10_000, description="Readings sent concurrently.")
+    publish_chunk: int = Field(default=2000, ge=1, le=10_000, description="Readings sent concurrently.")
