@@ -154,9 +154,10 @@ def _follow_targets(
     fill = storage / np.maximum(fleet.storage_kwh, 1e-9)
     stop = _pick(may_stop & ~forced & managed, group, -fill - age * 1e-6, excess)
     start = _pick(may_start & managed, group, fill - age * 1e-6, deficit)
-    # rotation: an idle unit about to need its boiler swaps with a well-filled running one (count unchanged)
-    needy = may_start & ~start & managed & (storage < demand / 4.0)
-    spare = may_stop & ~forced & ~stop & managed & (fill > 0.5)
+    # rotation: a nearly cold idle unit swaps with a well-filled running one (count unchanged), so the
+    # cluster's heat stays spread like the optimiser's pooled store assumes
+    needy = may_start & ~start & managed & (fill < 0.3)
+    spare = may_stop & ~forced & ~stop & managed & (fill > 0.6)
     swaps = np.minimum(
         np.bincount(group[needy], minlength=clusters + 1), np.bincount(group[spare], minlength=clusters + 1)
     )
