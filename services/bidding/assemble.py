@@ -32,13 +32,14 @@ class Assembled:
 
 
 def default_master(state: SiteLiveState, changed_at: datetime) -> SiteMasterDataChanged:
-    """Master data for a site known only from its live state: a 3 kW villa with 15-minute rules."""
+    """Master data for a site known only from its live state: its running power (else 3 kW), 15-min rules."""
+    power = state.electric_power_kw if state.hp_running and 0.5 <= state.electric_power_kw <= 20 else 3.0
     return SiteMasterDataChanged(
         site_id=state.site_id,
         changed_at=changed_at,
         location=SiteLocation(latitude_deg=56.0, longitude_deg=10.0, price_area=DEFAULT_AREA),
-        hp_heat_power_kw=9.0,
-        hp_electric_power_kw=3.0,
+        hp_heat_power_kw=round(3.0 * power, 2),
+        hp_electric_power_kw=round(power, 2),
         control_options=(ControlOption.SG_READY,),
     )
 
