@@ -289,3 +289,11 @@ def test_weather_is_a_danish_winter() -> None:
     assert -3.0 < np.mean(jan) < 4.0
     assert 14.0 < np.mean(jul) < 20.0
     assert min(jan) > -15.0
+
+
+def test_a_restarted_simulator_never_reports_a_lower_meter() -> None:
+    first = _sim(100)
+    for _ in range(720):
+        first.step(30.0)  # six hours
+    restarted = FleetSim(first.p, first.t, seed=3)
+    assert np.all(restarted.meter_kwh >= first.meter_kwh)

@@ -38,6 +38,7 @@ RECOMMEND_ON_LIMIT_K = 1.5
 FORCE_ON_LIMIT_K = 1.8
 POWER_NOISE_KW = 0.01
 MAX_REMEMBERED = 100_000
+METER_EPOCH_S = datetime(2020, 1, 1, tzinfo=UTC).timestamp()
 
 
 def to_dt(epoch_s: float) -> datetime:
@@ -106,7 +107,12 @@ class FleetSim:
         self.p_to: FloatArray = level.copy()
         self.moves_at: FloatArray = np.full(n, start_s - 3600.0)
         self.tau_s: FloatArray = params.on_tau_s.copy()
-        self.meter_kwh: FloatArray = self.rng.uniform(5_000.0, 40_000.0, n).round(3)
+        # Meters start at what a site drawing full power since 2020 would show: a restarted simulator never
+        # reports a lower reading than an earlier run of the same fleet could have reached.
+        hours = max(0.0, start_s - METER_EPOCH_S) / 3600.0
+        self.meter_kwh: FloatArray = (self.rng.uniform(1_000.0, 5_000.0, n) + params.hp_el_kw * hours).round(
+            3
+        )
         self.heat_kw: FloatArray = np.zeros(n)
         self.boiler_kw: FloatArray = np.zeros(n)
         self.outdoor_c: FloatArray = self._outdoor(start_s)
