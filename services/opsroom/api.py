@@ -35,7 +35,7 @@ from services.opsroom.domain import (
     site_status,
     verify_audit,
 )
-from services.opsroom.live import HEARTBEAT_S, Aggregator, Broadcaster
+from services.opsroom.live import CLOSE, HEARTBEAT_S, Aggregator, Broadcaster
 from services.opsroom.registry_client import (
     LoginRefusedError,
     RegistryClient,
@@ -228,11 +228,14 @@ def _live_routes(router: APIRouter, ctx: Context) -> None:
 async def _events(ctx: Context, request: Request) -> AsyncIterator[str]:
     async with ctx.hub.subscribe() as queue:
         yield "retry: 2000\n\n"
-        while not await request.is_disconnected():
+        while not ctx.hub.closed and not await request.is_disconnected():
             try:
-                yield await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                frame = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
             except TimeoutError:
-                yield ": keep-alive\n\n"
+                frame = ": keep-alive\n\n"
+            if frame == CLOSE:
+                return
+            yield frame
 
 
 def _market_routes(router: APIRouter, ctx: Context) -> None:

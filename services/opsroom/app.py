@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
 from hybridpool_shared import topics
 from hybridpool_shared.messages import PoolActivated
 from hybridpool_shared.runtime import Service, build_service, serve
@@ -49,7 +56,11 @@ def build(settings: OpsroomSettings) -> Service:
     async def publish_activation(message: PoolActivated) -> None:
         await service.publish(topics.MARKET_ACTIVATIONS, message)
 
+    async def close_streams_on_stop() -> None:
+        chain_stop_signals(hub.close)
+
     service.on_start.append(aggregator.load)
+    service.on_start.append(close_streams_on_stop)
     service.background.append(aggregator.run)
     ctx = api.Context(
         store=store,
@@ -64,6 +75,27 @@ def build(settings: OpsroomSettings) -> Service:
     )
     api.mount(service.api, ctx)
     return service
+
+
+def chain_stop_signals(on_stop: Callable[[], None]) -> None:
+    """Call on_stop first when SIGINT/SIGTERM arrives, then the server's own handler.
+
+    Uvicorn waits for open responses before it stops; server-sent event streams never end by
+    themselves, so without this an open browser holds a Ctrl-C up for the graceful timeout.
+    """
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(on_stop)
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+
+        signal.signal(sig, handler)
 
 
 def _subscribe(service: Service, h: Handlers) -> None:

@@ -28,6 +28,7 @@ LOGGER = logging.getLogger(__name__)
 QUEUE_SIZE = 32
 AFTER_END = timedelta(seconds=60)  # keep sampling a little after the end: the ramp back is visible
 HEARTBEAT_S = 15.0
+CLOSE = ""  # the frame that ends a stream
 
 
 class Broadcaster:
@@ -36,11 +37,22 @@ class Broadcaster:
     def __init__(self) -> None:
         self.queues: set[asyncio.Queue[str]] = set()
         self.wake = asyncio.Event()
+        self.closed = False
+
+    def close(self) -> None:
+        """End every stream (the server is stopping: open streams would hold its shutdown up)."""
+        self.closed = True
+        for queue in self.queues:
+            with contextlib.suppress(asyncio.QueueEmpty):
+                queue.get_nowait()
+            queue.put_nowait(CLOSE)
 
     def send(self, event: str, data: Any) -> None:
         """Queue one event for every subscriber."""
         frame = f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
         for queue in self.queues:
+            if self.closed:
+                return
             if queue.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
                     queue.get_nowait()

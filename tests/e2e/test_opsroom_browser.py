@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -517,3 +518,26 @@ def test_a_site_without_consent_stays_hidden(world: World, page: Page) -> None:
     ]
     assert reads
     assert reads[-1]["purpose"] == PURPOSE
+
+
+def test_an_open_live_stream_does_not_hold_up_a_stop(world: World, page: Page) -> None:
+    """With a browser's event stream open, SIGTERM still stops the ops room well inside uvicorn's 10 s
+    graceful timeout, and the stream ends instead of being cut. (Last test: it stops the service.)"""
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    proc = world.opsroom.process.proc
+    with (
+        httpx.Client(base_url=world.opsroom.url, cookies=cookies, timeout=10) as client,
+        client.stream("GET", "/api/stream") as stream,
+    ):
+        lines = stream.iter_lines()
+        assert next(line for line in lines if line.startswith("event: "))
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        for _ in lines:  # ends when the server closes the stream
+            pass
+        proc.wait(10)
+        took = time.monotonic() - started
+    assert took < 6.0, f"stop took {took:.1f} s with a stream open"
+    log = world.opsroom.process.log.read_text()
+    assert "opsroom stopped" in log  # the lifespan shutdown ran: a clean stop, not a kill
+    assert "timeout graceful shutdown exceeded" not in log
