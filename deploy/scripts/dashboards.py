@@ -244,6 +244,19 @@ POOL = dashboard(
                     width=6,
                 ),
                 Panel(
+                    "Balance prices published",
+                    (Query("sum(rate(hybridpool_balance_prices_published_total[5m]))", "per second"),),
+                    unit="reqps",
+                    width=12,
+                    description="Per site and quarter-hour: where heat pump and gas cost the same.",
+                ),
+                Panel(
+                    "Balance computation p95 (per chunk)",
+                    (Query(_p(0.95, "hybridpool_balance_compute_seconds", ""), "p95"),),
+                    unit="s",
+                    width=12,
+                ),
+                Panel(
                     "Symmetric capacity bid",
                     (Query("max(hybridpool_bidding_symmetric_bid_mw)", "MW"),),
                     unit="MW",
