@@ -11,7 +11,7 @@ import pytest
 from hybridpool_shared.messages import AggregateQuality, QuarterAggregated, TelemetryReported
 from hybridpool_shared.timeutil import local_day_bounds, quarters_in_local_day
 from services.telemetry.domain.quarters import MeterOrderError, QuarterAggregator, Sample
-from services.telemetry.domain.state import next_state
+from services.telemetry.domain.state import last_of, next_state
 from services.telemetry.domain.validation import InvalidReading, Order, check_reading
 
 T0 = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
@@ -151,7 +151,7 @@ def test_a_reading_whose_meter_contradicts_its_neighbours_is_refused() -> None:
 
 def test_validation_refuses_future_and_backward_meter_and_accepts_duplicates() -> None:
     first = _reading(T0, 100.0)
-    state = next_state(None, first, T0)
+    state = last_of(next_state(None, first, T0))
     with pytest.raises(InvalidReading, match="future") as future:
         check_reading(_reading(T0 + timedelta(minutes=5), 101.0), state, now=T0)
     assert future.value.kind == "future_timestamp"

@@ -110,9 +110,9 @@ class FleetSim:
         # Meters start at what a site drawing full power since 2020 would show: a restarted simulator never
         # reports a lower reading than an earlier run of the same fleet could have reached.
         hours = max(0.0, start_s - METER_EPOCH_S) / 3600.0
-        self.meter_kwh: FloatArray = (self.rng.uniform(1_000.0, 5_000.0, n) + params.hp_el_kw * hours).round(
-            3
-        )
+        self.meter_kwh: FloatArray = (
+            self.rng.uniform(1_000.0, 5_000.0, n) + 1.01 * params.hp_el_kw * hours
+        ).round(3)
         self.heat_kw: FloatArray = np.zeros(n)
         self.boiler_kw: FloatArray = np.zeros(n)
         self.outdoor_c: FloatArray = self._outdoor(start_s)
