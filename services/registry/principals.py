@@ -68,9 +68,18 @@ def _generate(path: Path) -> None:
         PrincipalSpec(id=pid, role=role, secret=secrets.token_urlsafe(24)) for pid, role in DEV_PRINCIPALS
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    text = json.dumps([s.model_dump(mode="json") for s in specs], indent=2)
+    temp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        json.dump([s.model_dump(mode="json") for s in specs], handle, indent=2)
+        handle.write(text)
+    try:
+        # A hard link fails if another replica got there first: then its file is the one used.
+        os.link(temp, path)
+    except FileExistsError:
+        return
+    finally:
+        temp.unlink()
     LOGGER.warning("generated local-development principals with random secrets in %s", path)
 
 
