@@ -37,6 +37,7 @@ from services.opsroom.domain import (
 )
 from services.opsroom.live import CLOSE, HEARTBEAT_S, Aggregator, Broadcaster
 from services.opsroom.registry_client import (
+    BiddingClient,
     LoginRefusedError,
     RegistryClient,
     RegistryUnavailableError,
@@ -76,6 +77,7 @@ class Context:
 
     store: OpsStore
     registry: RegistryClient
+    bidding: BiddingClient
     hub: Broadcaster
     aggregator: Aggregator
     publish_activation: PublishActivation
@@ -281,6 +283,7 @@ def _market_routes(router: APIRouter, ctx: Context) -> None:
         revenue = sum(capacity_revenue_eur(c) for c in cleared if c.start <= now)
         latest = await ctx.store.latest_plan()
         return {
+            "bidding_plan": await ctx.bidding.latest_plan(),
             "plan": None if latest is None else {"plan_id": latest[0], **asdict(pool_plan(latest[1]))},
             "bids": [b | {"result": r} for b, r in rows],
             "revenue_so_far_eur": revenue,

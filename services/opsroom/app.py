@@ -17,7 +17,7 @@ from services.opsroom.adapters import OpsStore
 from services.opsroom.domain import Freshness
 from services.opsroom.handlers import Handlers
 from services.opsroom.live import Aggregator, Broadcaster, LiveState
-from services.opsroom.registry_client import RegistryClient
+from services.opsroom.registry_client import BiddingClient, RegistryClient
 from services.opsroom.settings import OpsroomSettings
 
 CONSUMES = (
@@ -52,6 +52,7 @@ def build(settings: OpsroomSettings) -> Service:
     handlers = Handlers(store, live, hub, settings.telemetry_quarters_kept)
     _subscribe(service, handlers)
     registry = RegistryClient(settings.registry_url, settings.visible_cache_s)
+    bidding = BiddingClient(settings.bidding_url, registry.http)
 
     async def publish_activation(message: PoolActivated) -> None:
         await service.publish(topics.MARKET_ACTIVATIONS, message)
@@ -65,6 +66,7 @@ def build(settings: OpsroomSettings) -> Service:
     ctx = api.Context(
         store=store,
         registry=registry,
+        bidding=bidding,
         hub=hub,
         aggregator=aggregator,
         publish_activation=publish_activation,

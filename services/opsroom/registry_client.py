@@ -36,19 +36,47 @@ class Login:
     expires_in_s: int
 
 
-def registry_base_url(configured: str | None) -> str:
-    """Return the registry's URL: the setting, else the one `hybridpool up` recorded in its infra file."""
+def service_base_url(name: str, configured: str | None) -> str:
+    """Return a service's URL: the setting, else the port `hybridpool up` recorded in its infra file."""
     if configured:
         return configured.rstrip("/")
     path = Path(os.environ.get(INFRA_FILE_ENV, str(DEFAULT_INFRA_FILE)))
+    setting = f"OPSROOM_{name.upper()}_URL"
     try:
         services = json.loads(path.read_text()).get("services", [])
     except (OSError, ValueError) as exc:
-        raise RegistryUnavailableError(f"OPSROOM_REGISTRY_URL is unset and {path} is unreadable") from exc
+        raise RegistryUnavailableError(f"{setting} is unset and {path} is unreadable") from exc
     for svc in services:
-        if svc.get("name") == "registry":
+        if svc.get("name") == name:
             return f"http://127.0.0.1:{svc['port']}"
-    raise RegistryUnavailableError(f"OPSROOM_REGISTRY_URL is unset and {path} names no registry")
+    raise RegistryUnavailableError(f"{setting} is unset and {path} names no {name}")
+
+
+def registry_base_url(configured: str | None) -> str:
+    """Return the registry's URL (setting, else `hybridpool up`'s infra file)."""
+    return service_base_url("registry", configured)
+
+
+class BiddingClient:
+    """Reads the bidding service's summary of its latest plan (status, fallback, reason, sources)."""
+
+    def __init__(self, configured_url: str | None, http: httpx.AsyncClient) -> None:
+        self.configured_url = configured_url
+        self.http = http
+
+    async def latest_plan(self) -> dict[str, Any]:
+        """Return bidding's latest day-ahead plan summary, or why it is not available."""
+        try:
+            url = service_base_url("bidding", self.configured_url) + "/plan/latest"
+            response = await self.http.get(url)
+        except (RegistryUnavailableError, httpx.HTTPError) as exc:
+            return {"available": False, "why": str(exc)}
+        if response.status_code != 200:
+            return {
+                "available": False,
+                "why": f"bidding answered {response.status_code}: {response.text[:200]}",
+            }
+        return {"available": True, **response.json()}
 
 
 class RegistryClient:

@@ -16,6 +16,11 @@ class OpsroomSettings(ServiceSettings):
         validation_alias=AliasChoices("OPSROOM_REGISTRY_URL", "REGISTRY_URL"),
         description="Base URL of the registry API; unset: the registry `hybridpool up` started.",
     )
+    bidding_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPSROOM_BIDDING_URL", "BIDDING_URL"),
+        description="Base URL of the bidding API (plan status); unset: the one `hybridpool up` started.",
+    )
     purpose: str = Field(
         default="operations",
         pattern=r"^[a-z][a-z0-9_.-]{1,39}$",

@@ -22,6 +22,7 @@ import pytest
 import redis
 from playwright.sync_api import Page, sync_playwright
 
+from hybridpool_cli.infra import free_port
 from hybridpool_shared import topics
 from hybridpool_shared.messages import (
     AggregateQuality,
@@ -297,6 +298,7 @@ def world(infra: Infra) -> Iterator[World]:
                 {
                     "REDIS_URL": own_db(infra.redis_url),  # its own database: the fleet is this test's
                     "OPSROOM_REGISTRY_URL": registry.url,
+                    "OPSROOM_BIDDING_URL": f"http://127.0.0.1:{free_port()}",  # no bidding in this test
                     "OPSROOM_TICK_S": "0.5",
                     "OPSROOM_VISIBLE_CACHE_S": "0",
                 },
@@ -382,6 +384,7 @@ def test_market_data_reaches_the_pages(world: World, page: Page) -> None:
     page.goto(f"{world.opsroom.url}/#bids")
     page.wait_for_function(f"document.getElementById('plan-id').textContent === '{world.plan_id}'")
     assert page.inner_text("#plan-line") == "2 sites planned · 1 on the fallback plan"
+    assert page.inner_text("#bidding-line").startswith("Bidding's plan status unavailable: ")
     plan = page.evaluate("async () => (await (await fetch('/api/bids')).json()).plan")
     assert plan["hp_on"] == [2, 2, 0, 2]
     assert plan["expected_kw"] == pytest.approx([2 * SITE_KW, 2 * SITE_KW, 0.0, 2 * SITE_KW])

@@ -140,6 +140,12 @@ async function loadPrices() {
 
 async function loadBids() {
   const b = await call("/api/bids");
+  const bp = b.bidding_plan;
+  $("bidding-line").textContent = bp.available
+    ? `Bidding: plan ${bp.plan_id} ${bp.status}${bp.fallback ? " (FALLBACK)" : ""}${bp.reason ? ` — ${bp.reason}` : ""} · `
+      + `${bp.online_sites}/${bp.sites} sites online · ${bp.capacity_bids.length} capacity bids · expected reserve `
+      + `revenue ${fmt(bp.reserve_revenue_eur, 2)} EUR · sources ${JSON.stringify(bp.sources)}`
+    : `Bidding's plan status unavailable: ${bp.why}`;
   if (b.plan) {
     $("plan-id").textContent = b.plan.plan_id;
     $("plan-line").textContent = `${b.plan.sites} sites planned · ${b.plan.fallback_sites} on the fallback plan`;
