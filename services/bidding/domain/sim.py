@@ -89,6 +89,8 @@ def simulate(
         greedy = np.ones(n, dtype=np.bool_)
     else:
         greedy = ~fleet.online | (cluster_of < 0)
+    clusters = 0 if target_on is None else int(target_on.shape[0])
+    carry = np.zeros(clusters)  # error diffusion: running units owed to (or by) each cluster so far
     for t in range(horizon):
         want = np.where(fleet.online, spot_per_site[:, t] < fleet.balance[:, t], True)
         may_stop = on_now & (age >= fleet.min_run_q)
@@ -101,7 +103,7 @@ def simulate(
             more_stops, more_starts = _follow_targets(
                 fleet,
                 cluster_of,
-                target_on[:, t],
+                target_on[:, t] + carry,
                 on_now,
                 storage,
                 age,
@@ -115,6 +117,9 @@ def simulate(
             start |= more_starts
         switched = stop | start
         on_now = (on_now & ~stop) | start
+        if target_on is not None and cluster_of is not None:
+            running = np.bincount(cluster_of[~greedy & on_now], minlength=clusters)[:clusters]
+            carry = np.clip(carry + target_on[:, t] - running, -2.0, 2.0)
         age = np.where(switched, 1, age + 1)
         # age is "quarters since switch at quarter start": a switch at t makes age 0 during t
         plan_age[:, t] = np.where(switched, 0, age - 1)
