@@ -38,6 +38,7 @@ from services.opsroom.domain import (
 from services.opsroom.live import CLOSE, HEARTBEAT_S, Aggregator, Broadcaster
 from services.opsroom.registry_client import (
     BiddingClient,
+    DispatchClient,
     LoginRefusedError,
     RegistryClient,
     RegistryUnavailableError,
@@ -58,6 +59,17 @@ def _plotly_js() -> Path | None:
 
 PLOTLY_JS = _plotly_js()
 COOKIE = "opsroom_session"
+DISPATCH_SUMMARY = (
+    "verdict",
+    "reasons",
+    "delivered_share",
+    "time_to_50_s",
+    "time_to_100_s",
+    "units_dispatched",
+    "units_replaced",
+    "units_unresponsive",
+    "finished",
+)
 PublishActivation = Callable[[PoolActivated], Awaitable[None]]
 
 
@@ -78,6 +90,7 @@ class Context:
     store: OpsStore
     registry: RegistryClient
     bidding: BiddingClient
+    dispatch: DispatchClient
     hub: Broadcaster
     aggregator: Aggregator
     publish_activation: PublishActivation
@@ -322,10 +335,12 @@ def _activation_routes(router: APIRouter, ctx: Context) -> None:
         visible = await _visible(ctx, who)
         used = sorted(r["site_id"] for r in reactions)
         failed = sorted(r["site_id"] for r in reactions if not r["responded"])
+        report = await ctx.dispatch.report(activation_id)
         return (
             item
             | _compliance(item, curve, utc_now())
             | {
+                "dispatch": None if report is None else {k: report.get(k) for k in DISPATCH_SUMMARY},
                 "curve": [asdict(p) for p in curve],
                 "sites_used_count": len(used),
                 "sites_failed_count": len(failed),

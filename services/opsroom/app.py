@@ -17,7 +17,7 @@ from services.opsroom.adapters import OpsStore
 from services.opsroom.domain import Freshness
 from services.opsroom.handlers import Handlers
 from services.opsroom.live import Aggregator, Broadcaster, LiveState
-from services.opsroom.registry_client import BiddingClient, RegistryClient
+from services.opsroom.registry_client import BiddingClient, DispatchClient, RegistryClient
 from services.opsroom.settings import OpsroomSettings
 
 CONSUMES = (
@@ -48,11 +48,14 @@ def build(settings: OpsroomSettings) -> Service:
     hub = Broadcaster()
     live = LiveState()
     fresh = Freshness(settings.stale_after_s, settings.offline_after_s)
-    aggregator = Aggregator(store, live, hub, fresh, settings.tick_s, settings.stale_alarm_share)
-    handlers = Handlers(store, live, hub, settings.telemetry_quarters_kept)
-    _subscribe(service, handlers)
     registry = RegistryClient(settings.registry_url, settings.visible_cache_s)
     bidding = BiddingClient(settings.bidding_url, registry.http)
+    dispatch = DispatchClient(settings.dispatch_url, registry.http)
+    aggregator = Aggregator(
+        store, live, hub, fresh, settings.tick_s, settings.stale_alarm_share, reports=dispatch.report
+    )
+    handlers = Handlers(store, live, hub, settings.telemetry_quarters_kept)
+    _subscribe(service, handlers)
 
     async def publish_activation(message: PoolActivated) -> None:
         await service.publish(topics.MARKET_ACTIVATIONS, message)
@@ -67,6 +70,7 @@ def build(settings: OpsroomSettings) -> Service:
         store=store,
         registry=registry,
         bidding=bidding,
+        dispatch=dispatch,
         hub=hub,
         aggregator=aggregator,
         publish_activation=publish_activation,

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +28,7 @@ LOGGER = logging.getLogger(__name__)
 QUEUE_SIZE = 32
 AFTER_END = timedelta(seconds=60)  # keep sampling a little after the end: the ramp back is visible
 HEARTBEAT_S = 15.0
+ReportSource = Callable[[str], Awaitable[dict[str, Any] | None]]
 CLOSE = ""  # the frame that ends a stream
 
 
@@ -95,6 +96,7 @@ class Aggregator:
         fresh: Freshness,
         tick_s: float,
         alarm_share: float,
+        reports: ReportSource | None = None,
     ) -> None:
         self.store = store
         self.live = live
@@ -102,6 +104,7 @@ class Aggregator:
         self.fresh = fresh
         self.tick_s = tick_s
         self.alarm_share = alarm_share
+        self.reports = reports
 
     async def load(self) -> None:
         """Fill the in-memory master-data cache from Redis at start."""
@@ -151,12 +154,16 @@ class Aggregator:
         start, end = _t(chosen["start"]), _t(chosen["end"])
         aid = chosen["activation_id"]
         curve = await self._curve(aid)
+        source = "pool power vs baseline"
         if chosen in live:
-            baseline = await self.store.baseline(aid, pool_kw)
             requested = chosen["power_mw"] * 1000 if now < end else 0.0
-            point = CurvePoint(
-                (now - start).total_seconds(), requested, delivered_kw(chosen["direction"], baseline, pool_kw)
-            )
+            measured = await self._dispatch_delivered(aid)
+            if measured is None:
+                baseline = await self.store.baseline(aid, pool_kw)
+                measured = delivered_kw(chosen["direction"], baseline, pool_kw)
+            else:
+                source = "dispatch report"
+            point = CurvePoint((now - start).total_seconds(), requested, measured)
             curve.append(point)
             await self.store.add_point(aid, point)
         requested_kw = chosen["power_mw"] * 1000
@@ -172,12 +179,22 @@ class Aggregator:
             "delivered_kw": last.delivered_kw if last else 0.0,
             "t_s": last.t_s if last else 0.0,
             "verdict": compliance.verdict.value,
+            "measured_by": source,
             "t50_s": compliance.t50_s,
             "t100_s": compliance.t100_s,
             "at_risk": chosen in live
             and now < end
             and at_risk(compliance, elapsed, last.delivered_kw if last else 0.0, requested_kw),
         }
+
+    async def _dispatch_delivered(self, activation_id: str) -> float | None:
+        """Delivered power from dispatch's report: it knows which sites it moved (None: no report)."""
+        if self.reports is None:
+            return None
+        report = await self.reports(activation_id)
+        if not report or not report.get("curve"):
+            return None
+        return float(report["curve"][-1][1])
 
     async def _curve(self, activation_id: str) -> list[CurvePoint]:
         if activation_id not in self.live.curves:

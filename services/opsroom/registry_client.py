@@ -152,3 +152,20 @@ class RegistryClient:
         """Drop cached lookups of a token (after an action the operator expects to see at once)."""
         for key in [k for k in self._visible if k[0] == token]:
             del self._visible[key]
+
+
+class DispatchClient:
+    """Reads dispatch's report of an activation: response curve from the sites it dispatched, verdict."""
+
+    def __init__(self, configured_url: str | None, http: httpx.AsyncClient) -> None:
+        self.configured_url = configured_url
+        self.http = http
+
+    async def report(self, activation_id: str) -> dict[str, Any] | None:
+        """Return dispatch's report, or None when dispatch is not reachable or does not know it."""
+        try:
+            url = service_base_url("dispatch", self.configured_url) + f"/activations/{activation_id}/report"
+            response = await self.http.get(url, timeout=2.0)
+        except (RegistryUnavailableError, httpx.HTTPError):
+            return None
+        return dict(response.json()) if response.status_code == 200 else None

@@ -299,6 +299,7 @@ def world(infra: Infra) -> Iterator[World]:
                     "REDIS_URL": own_db(infra.redis_url),  # its own database: the fleet is this test's
                     "OPSROOM_REGISTRY_URL": registry.url,
                     "OPSROOM_BIDDING_URL": f"http://127.0.0.1:{free_port()}",  # no bidding in this test
+                    "OPSROOM_DISPATCH_URL": f"http://127.0.0.1:{free_port()}",  # nor dispatch: own measure
                     "OPSROOM_TICK_S": "0.5",
                     "OPSROOM_VISIBLE_CACHE_S": "0",
                 },
@@ -416,6 +417,7 @@ def test_live_value_changes_after_a_test_activation(world: World, page: Page, in
     page.wait_for_function(
         f"document.getElementById('act-id').textContent === '{activation_id}'"
         " && document.getElementById('act-line').textContent.includes('requested 100 kW')"
+        " && document.getElementById('act-line').textContent.includes('(pool power vs baseline)')"
     )
     before = float(page.get_attribute("#act-line", "data-delivered") or "nan")
     assert abs(before) < 1.0

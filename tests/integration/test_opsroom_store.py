@@ -18,7 +18,7 @@ from hybridpool_shared.timeutil import utc_now
 from services.opsroom.adapters import OpsStore
 from services.opsroom.domain import AuditDraft, Freshness, verify_audit
 from services.opsroom.handlers import Handlers
-from services.opsroom.live import Aggregator, Broadcaster, LiveState
+from services.opsroom.live import Aggregator, Broadcaster, LiveState, ReportSource
 from tests.infra import Infra, unique
 
 pytestmark = pytest.mark.integration
@@ -56,9 +56,13 @@ async def put_states(redis: aioredis.Redis, running: dict[str, bool], age_s: flo
         await redis.sadd(STATE_INDEX_KEY, site_id)
 
 
-def parts(redis: aioredis.Redis) -> tuple[OpsStore, LiveState, Broadcaster, Aggregator, Handlers]:
+def parts(
+    redis: aioredis.Redis, reports: ReportSource | None = None
+) -> tuple[OpsStore, LiveState, Broadcaster, Aggregator, Handlers]:
     store, live, hub = OpsStore(redis), LiveState(), Broadcaster()
-    aggregator = Aggregator(store, live, hub, Freshness(60, 300), tick_s=0.5, alarm_share=0.2)
+    aggregator = Aggregator(
+        store, live, hub, Freshness(60, 300), tick_s=0.5, alarm_share=0.2, reports=reports
+    )
     return store, live, hub, aggregator, Handlers(store, live, hub, quarters_kept=8)
 
 
@@ -140,3 +144,34 @@ async def test_audit_chain_holds_under_concurrent_writers(redis: aioredis.Redis)
     raw = json.loads(await redis.lindex("opsroom:audit", 5))
     await redis.lset("opsroom:audit", 5, json.dumps(raw | {"site_id": "villa-forged"}))
     assert verify_audit(await stores[0].audit_records()) == 5
+
+
+async def test_dispatch_report_is_preferred_over_the_pool_baseline(redis: aioredis.Redis) -> None:
+    """Dispatch knows which sites it moved: its delivered power wins over pool power, which new sites skew."""
+    known: dict[str, dict[str, object]] = {}
+
+    async def reports(activation_id: str) -> dict[str, object] | None:
+        return known.get(activation_id)
+
+    _, _, _, aggregator, handlers = parts(redis, reports)
+    await put_states(redis, {unique("villa"): True for _ in range(5)})
+    now = utc_now()
+    activation = PoolActivated(
+        activation_id=unique("act"),
+        product=ReserveProduct.MFRR_ENERGY,
+        direction=Direction.UP,
+        power_mw=0.01,
+        start=now,
+        end=now + timedelta(minutes=10),
+        requested_at=now,
+    )
+    await handlers.activation(activation, DELIVERY)
+    first = await aggregator.tick(utc_now())
+    assert first["activation"]["measured_by"] == "pool power vs baseline"
+    await put_states(redis, {unique("villa"): True for _ in range(5)})  # new sites join: pool power rises
+    known[activation.activation_id] = {
+        "curve": [["2026-01-01T00:00:00Z", 0.0, 10.0], ["2026-01-01T00:00:01Z", 6.5, 10.0]]
+    }
+    second = await aggregator.tick(utc_now())
+    assert second["activation"]["measured_by"] == "dispatch report"
+    assert second["activation"]["delivered_kw"] == pytest.approx(6.5)

@@ -104,7 +104,7 @@ async function renderActivation(a) {
   $("act-verdict").textContent = a.verdict;
   $("act-verdict").className = `badge ${a.verdict}`;
   $("act-line").textContent = `${a.direction} ${a.product} · requested ${fmt(a.requested_kw)} kW · delivered `
-    + `${fmt(a.delivered_kw, 1)} kW · t50 ${fmt(a.t50_s, 1)} s · t100 ${fmt(a.t100_s, 1)} s${a.at_risk ? " · AT RISK" : ""}`;
+    + `${fmt(a.delivered_kw, 1)} kW (${a.measured_by}) · t50 ${fmt(a.t50_s, 1)} s · t100 ${fmt(a.t100_s, 1)} s${a.at_risk ? " · AT RISK" : ""}`;
   $("act-line").dataset.delivered = a.delivered_kw;
   plotCurve("act-chart", state.act.t, state.act.req, state.act.del);
 }
@@ -195,6 +195,12 @@ async function showActivation(id) {
   $("ad-verdict").className = `badge ${a.verdict}`;
   $("ad-line").textContent = `${a.direction} ${a.product} ${fmt(a.power_mw, 1)} MW · t50 ${fmt(a.t50_s, 1)} s · `
     + `t100 ${fmt(a.t100_s, 1)} s (deadline ${fmt(a.full_deadline_s)} s) ${a.verdict_reason}`;
+  const d = a.dispatch;
+  $("ad-dispatch").textContent = d
+    ? `Dispatch: ${d.verdict} (${(d.reasons || []).join("; ") || "all checkpoints met"}) · delivered share `
+      + `${fmt(100 * d.delivered_share)} % · ${d.units_dispatched} sites dispatched, ${d.units_replaced} replaced, `
+      + `${d.units_unresponsive} unresponsive`
+    : "Dispatch report not available: response measured as pool power against the baseline.";
   $("ad-used").textContent = `${a.sites_used_count} (${a.sites_used.join(", ") || "none visible"})`;
   $("ad-failed").textContent = `${a.sites_failed_count} (${a.sites_failed.join(", ") || "none visible"})`;
   plotCurve("ad-chart", a.curve.map((p) => p.t_s), a.curve.map((p) => p.requested_kw), a.curve.map((p) => p.delivered_kw));
