@@ -51,6 +51,21 @@ class ReservePrices:
         return sum(v for v in values if v is not None) / len(values)
 
 
+def load_frequency(path: Path | None) -> list[float]:
+    """Read a 1-s frequency trace (Hz per line; blank lines and # comments ignored)."""
+    if path is None:
+        return []
+    values = []
+    for line in path.read_text().splitlines():
+        text = line.split("#", 1)[0].strip()
+        if text:
+            value = float(text)
+            if not 45.0 <= value <= 55.0:
+                raise ValueError(f"{path}: {value} Hz is not a grid frequency")
+            values.append(value)
+    return values
+
+
 def load_replay(path: Path | None) -> dict[tuple[str, str], MfrrQuarter]:
     """Read MfrrEnergyActivationMarket records (a JSON list) keyed by (area, 'YYYY-MM-DDTHH:MMZ')."""
     if path is None:

@@ -17,7 +17,7 @@ from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service, build_service, serve
 from hybridpool_shared.timeutil import floor_quarter, utc_now
 from services.market_sim import domain
-from services.market_sim.adapters import Ledger, ReservePrices, load_replay
+from services.market_sim.adapters import Ledger, ReservePrices, load_frequency, load_replay
 from services.market_sim.settings import MarketSimSettings
 
 LOGGER = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ class Market:
         self.ledger = Ledger(service.redis)
         self.reserve = ReservePrices()
         self.replay = load_replay(settings.mfrr_replay_file)
+        self.frequency_trace = load_frequency(settings.frequency_replay_file)
 
     async def scenario(self) -> domain.Scenario:
         """Return the current scenario (unknown names fall back to quiet)."""
@@ -81,12 +82,18 @@ class Market:
             await self.service.publish(topics.MARKET_ACTIVATIONS, activation)
             await self.ledger.record_activation(activation, domain.activation_revenue_eur(activation, price))
 
+    def frequency(self, area: str, at: Any, scenario: domain.Scenario) -> float:
+        """The replayed trace if configured, else the seeded synthetic one."""
+        if self.frequency_trace:
+            return domain.replayed_frequency_hz(self.frequency_trace, at)
+        return domain.frequency_hz(self.settings.seed, area, at, scenario)
+
     async def emit_frequency(self) -> None:
         """Publish one frequency sample per area for the current second."""
         now = utc_now().replace(microsecond=0)
         scenario = await self.scenario()
         for area in [a.strip() for a in self.settings.frequency_areas.split(",") if a.strip()]:
-            hz = domain.frequency_hz(self.settings.seed, area, now, scenario)
+            hz = self.frequency(area, now, scenario)
             await self.service.publish(
                 topics.GRID_FREQUENCY, FrequencyMeasured(area=area, measured_at=now, frequency_hz=hz)
             )
@@ -154,7 +161,7 @@ def _routes(service: Service, market: Market) -> None:
         return [
             {
                 "at": (now - timedelta(seconds=s)).isoformat(),
-                "hz": domain.frequency_hz(market.settings.seed, area, now - timedelta(seconds=s), chosen),
+                "hz": market.frequency(area, now - timedelta(seconds=s), chosen),
             }
             for s in range(min(seconds, 3600))
         ]

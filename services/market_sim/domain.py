@@ -159,6 +159,13 @@ def frequency_hz(seed: int, area: str, at: datetime, scenario: Scenario) -> floa
     return round(min(55.0, max(45.0, NOMINAL_HZ + slow + noise - event)), 4)
 
 
+def replayed_frequency_hz(trace: list[float], at: datetime) -> float:
+    """The replayed sample for a second: position = seconds since UTC midnight, looping over the trace."""
+    at = require_utc(at)
+    second = at.hour * 3600 + at.minute * 60 + at.second
+    return trace[second % len(trace)]
+
+
 def _dip(at: datetime, begins: datetime, depth_hz: float) -> float:
     """A sudden drop held 30 s, then an exponential recovery (time constant 60 s)."""
     elapsed = (at - begins).total_seconds()

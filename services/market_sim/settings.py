@@ -18,6 +18,11 @@ class MarketSimSettings(ServiceSettings):
     frequency_areas: str = Field(default="DK1,DK2", description="Areas whose frequency is published.")
     frequency_enabled: bool = Field(default=True, description="Publish grid.frequency at 1 s.")
     activation_tick_s: float = Field(default=5.0, gt=0, description="How often due activations are drawn.")
+    frequency_replay_file: Path | None = Field(
+        default=None,
+        description="Text file of frequency samples in Hz, one per line at 1 s; replayed in a loop from "
+        "the second of the day (seed-independent). Unset: the synthetic trace.",
+    )
     mfrr_replay_file: Path | None = Field(
         default=None, description="JSON list of MfrrEnergyActivationMarket records to replay."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,19 @@ def test_replayed_eds_record_is_read() -> None:
     assert quarter.up_price_eur_per_mwh == 254.17
     assert quarter.up_mw == 76.0
     assert quarter.down_mw == 0.0
+
+
+def test_replayed_frequency_loops_over_the_trace(tmp_path: Path) -> None:
+    """A recorded trace is read (comments ignored, nonsense refused) and indexed by second of the day."""
+    from services.market_sim.adapters import load_frequency
+
+    trace_file = tmp_path / "trace.txt"
+    trace_file.write_text("# DK2 2026-01-01\n50.01\n49.98\n\n50.00\n")
+    trace = load_frequency(trace_file)
+    assert trace == [50.01, 49.98, 50.0]
+    midnight = datetime(2026, 11, 22, 0, 0, tzinfo=UTC)
+    assert domain.replayed_frequency_hz(trace, midnight + timedelta(seconds=1)) == 49.98
+    assert domain.replayed_frequency_hz(trace, midnight + timedelta(seconds=4)) == 49.98
+    (tmp_path / "bad.txt").write_text("5000\n")
+    with pytest.raises(ValueError, match="not a grid frequency"):
+        load_frequency(tmp_path / "bad.txt")
