@@ -153,3 +153,13 @@ def test_clustered_plan_against_the_exact_per_site_mip(market: Market, seed: int
     clustered = plan(fleet, market, OPTIONS, "clustered")
     assert clustered.objective_eur <= exact.objective_eur * 1.06
     assert check(fleet, market, clustered) == []
+
+
+def test_timed_out_solve_falls_back_within_the_rules(market: Market) -> None:
+    """A time limit too short for any solution: the greedy plan is published, flagged, within every rule."""
+    fleet = _fleet(300)
+    outcome = plan(fleet, market, replace(OPTIONS, time_limit_s=0.001), "timed-out")
+    assert outcome.fallback
+    assert "solver status" in outcome.reason
+    assert outcome.capacity_bids == []
+    assert check(fleet, market, outcome) == []
