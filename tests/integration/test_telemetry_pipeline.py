@@ -22,6 +22,11 @@ from tests.infra import Infra, RunningService, produce, running, unique, wait_fo
 
 pytestmark = pytest.mark.integration
 SITES = 12
+TELEMETRY_ENV = {
+    "TELEMETRY_SWEEP_INTERVAL_S": "1",
+    "TELEMETRY_STALE_AFTER_S": "6",
+    "TELEMETRY_OFFLINE_AFTER_S": "10",
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,7 @@ def pipeline(infra: Infra) -> Iterator[tuple[RunningService, RunningService, str
         "SITE_SIM_SEED": "11",
     }
     with (
-        running("telemetry", infra, {"TELEMETRY_SWEEP_INTERVAL_S": "1"}) as tel,
+        running("telemetry", infra, TELEMETRY_ENV) as tel,
         running("site_sim", infra, sim_env) as sim,
     ):
         yield tel, sim, prefix
@@ -169,3 +174,50 @@ async def test_bad_readings_are_dead_lettered_with_their_reason(
     kinds = {DeadLettered.from_json_bytes(r.value).error_kind for r in records}
     assert kinds == {"future_timestamp", "validation"}
     assert await _states(infra.redis_url, [site_id], timeout=1.0) == {}
+
+
+def _gauge(text: str, status: str) -> float:
+    line = next(
+        x for x in text.splitlines() if x.startswith(f'hybridpool_telemetry_sites{{status="{status}"}}')
+    )
+    return float(line.rsplit(" ", 1)[1])
+
+
+async def test_a_silent_site_turns_stale_then_offline_and_is_counted(
+    infra: Infra, pipeline: tuple[RunningService, RunningService, str]
+) -> None:
+    tel, _, _ = pipeline
+    site_id = unique("quiet-villa")
+    reading = {
+        "site_id": site_id,
+        "measured_at": utc_now().isoformat(),
+        "electric_power_kw": 0.0,
+        "meter_reading_kwh": 10.0,
+        "heat_power_kw": 0.0,
+        "supply_temp_c": 23.0,
+        "return_temp_c": 22.0,
+        "indoor_temp_c": 21.0,
+        "outdoor_temp_c": 1.0,
+        "hp_running": False,
+        "boiler_running": False,
+        "sg_ready_state": 2,
+    }
+    await produce(
+        infra.kafka_bootstrap, topics.SITES_TELEMETRY.name, json.dumps(reading).encode(), site_id.encode()
+    )
+    seen: set[GatewayStatus] = set()
+    deadline = time.monotonic() + 40
+    while GatewayStatus.OFFLINE not in seen and time.monotonic() < deadline:
+        states = await _states(infra.redis_url, [site_id], timeout=0.5)
+        if site_id in states:
+            seen.add(states[site_id].gateway_status)
+        await asyncio.sleep(0.3)
+    assert seen >= {GatewayStatus.OK, GatewayStatus.OFFLINE}
+    metrics = await _text(f"{tel.url}/metrics")
+    assert _gauge(metrics, "offline") >= 1
+    assert _gauge(metrics, "ok") >= 1  # the reporting fleet
+
+
+async def _text(url: str) -> str:
+    async with httpx.AsyncClient(timeout=5) as client:
+        return (await client.get(url)).text
