@@ -166,3 +166,23 @@ def test_messages_from_a_plan_are_valid_and_idempotent() -> None:
     assert not [b for b in bid_messages(INTRADAY, built, outcome, NOW) if b.price_eur_per_mw_per_h]
     with pytest.raises(ValueError, match=r"0\.1 MW"):
         BidSubmitted.model_validate({**capacity[0].model_dump(), "capacity_mw": 0.35})
+
+
+def test_product_periods_on_a_dst_day() -> None:
+    """Autumn DST day (100 quarters): whole hours and 4-hour blocks only; the doubled hour is not bid."""
+    from datetime import date
+
+    from hybridpool_shared.timeutil import local_day_bounds
+    from services.bidding.domain.inputs import Market, periods
+    from services.bidding.domain.synthetic import synthetic_market
+
+    start, end = local_day_bounds(date(2026, 10, 25))
+    quarters = int((end - start) / timedelta(minutes=15))
+    assert quarters == 100
+    market: Market = synthetic_market(start, quarters)
+    hourly = periods(market, "DK2")
+    blocks = periods(market, "DK1")
+    assert len(hourly) == 23
+    assert all(p.last - p.first == 4 for p in hourly)
+    assert len(blocks) == 5
+    assert all(p.last - p.first == 16 for p in blocks)

@@ -17,7 +17,7 @@ from services.bidding.domain.bids import (
     capacity_bids,
     energy_bids,
 )
-from services.bidding.domain.clusters import build_clusters
+from services.bidding.domain.clusters import Clusters, build_clusters
 from services.bidding.domain.inputs import Fleet, FloatArray, Market, Options
 from services.bidding.domain.model import ModelSolution, SolveFailedError, solve
 from services.bidding.domain.sim import SimPlan, simulate
@@ -122,23 +122,25 @@ def plan(fleet: Fleet, market: Market, options: Options, plan_id: str) -> PlanOu
     )
 
 
-def _bid_price(clusters: object, market: Market, options: Options, solution: ModelSolution) -> float:
-    """Price = the cost of holding the flexibility per MW·h (energy-only re-solve), at least the floor."""
-    held_mw_h = sum(steps * 0.1 for steps in solution.reserve_steps.values())
-    if not options.price_energy_only or held_mw_h <= 0:
-        return options.bid_price_floor_eur_per_mw_h
-    revenue = _model_revenue(market, solution)
-    hours_per_period = {area: market.products[area].period_hours for area in market.products}
+def _bid_price(clusters: Clusters, market: Market, options: Options, solution: ModelSolution) -> float:
+    """Price = the cost of holding the flexibility per MW·h (energy-only re-solve), at least the floor.
+
+    Under pay-as-cleared, offering at cost is what earns most: the clearing price is paid whatever the
+    bid; the reserve price forecast already decided, inside the optimiser, whether holding was worth it.
+    """
     held = sum(
-        steps * 0.1 * hours_per_period.get(area, 1) for (area, _), steps in solution.reserve_steps.items()
+        steps * 0.1 * market.products[area].period_hours
+        for (area, _), steps in solution.reserve_steps.items()
     )
+    if not options.price_energy_only or held <= 0:
+        return options.bid_price_floor_eur_per_mw_h
     try:
-        quick = Options(**{**options.__dict__, "time_limit_s": max(1.0, options.time_limit_s / 3)})
-        energy_only = solve(clusters, market, quick, with_reserve=False)  # type: ignore[arg-type]
+        quick = replace(options, time_limit_s=max(1.0, options.time_limit_s / 3))
+        energy_only = solve(clusters, market, quick, with_reserve=False)
     except SolveFailedError:
         return options.bid_price_floor_eur_per_mw_h
-    extra_cost = solution.objective_eur + revenue - energy_only.bound_eur
-    per_mw_h = max(0.0, extra_cost) / max(held, 1e-9)
+    extra_cost = solution.objective_eur + _model_revenue(market, solution) - energy_only.bound_eur
+    per_mw_h = max(0.0, extra_cost) / held
     return max(options.bid_price_floor_eur_per_mw_h, math.ceil(per_mw_h * 100) / 100)
 
 
