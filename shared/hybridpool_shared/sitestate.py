@@ -1,4 +1,10 @@
-"""A site's live state in Redis: written by the telemetry service, read by bidding, dispatch, ops room."""
+"""A site's live state in Redis: written by the telemetry service, read by bidding, dispatch, ops room.
+
+`site:state:<site_id>` is a hash with one field `json` (a SiteLiveState). The telemetry service writes it
+for every newer reading; running_since/stopped_since are the first reading that showed the switch (so
+lock-out and minimum run end late rather than early); gateway_status turns stale/offline when no reading
+has arrived for a while (the `site:state:last_seen` sorted set holds each site's last arrival).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from hybridpool_shared.messages.base import SiteId, UtcDatetime
 
 STATE_KEY_PREFIX = "site:state:"
 STATE_INDEX_KEY = "site:state:index"  # a set of every site_id with a state
-LAST_SEEN_KEY = "site:state:last_seen"  # a sorted set: site_id scored by the epoch second its last reading arrived
+LAST_SEEN_KEY = "site:state:last_seen"  # a sorted set: site_id scored by its last reading's arrival (epoch s)
 
 
 class GatewayStatus(StrEnum):
