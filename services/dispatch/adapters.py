@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from hybridpool_shared.domain.reaction import (
     PROFILE_WINDOW,
@@ -18,65 +21,85 @@ from hybridpool_shared.domain.reaction import (
     build_profile,
     profile_key,
 )
+from hybridpool_shared.messages import SwitchHeatPump
+from hybridpool_shared.topics import DISPATCH_COMMANDS
 
+LOG_CHUNK = 500
+HEADERS = [("content-type", b"application/json"), ("message-type", b"SwitchHeatPump")]
+
+CLAIM_CHUNK = 2000  # units per script call: one round trip; Redis is busy some tens of milliseconds
 # One script decides atomically whether a unit may be switched, and if so records the new state,
 # the next sequence number and the earliest time the opposite switch is allowed. Two dispatch workers
 # (or a redelivered activation) therefore never switch the same unit twice.
-CLAIM_LUA = """
-local now = tonumber(ARGV[1])
-local action = ARGV[2]
-local owner = ARGV[3]
-local lease = tonumber(ARGV[4])
-local minrun = tonumber(ARGV[5])
-local lockout = tonumber(ARGV[6])
-local live_free = tonumber(ARGV[7])
-local cid = ARGV[8]
-local h = redis.call('HMGET', KEYS[1], 'seq', 'state', 'owner', 'owner_until', 'stop_ok_ms', 'start_ok_ms',
-                     'last_cmd')
-local seq = tonumber(h[1]) or 0
-local state = h[2] or '2'
-local cur = h[3] or ''
-local cur_until = tonumber(h[4]) or 0
-local stop_ok = tonumber(h[5]) or 0
-local start_ok = tonumber(h[6]) or 0
-local last = h[7] or ''
-local foreign = cur ~= '' and cur ~= owner and cur ~= 'plan' and cur_until > now
-if action == 'block' or action == 'force_on' then
-  local want = (action == 'block') and '1' or '4'
-  if cur == owner and state == want then return {0, 'duplicate', seq, last} end
-  if foreign then return {-1, 'held by ' .. cur, seq, last} end
-  if action == 'block' then
-    if now < math.max(stop_ok, live_free) then return {-1, 'min run not over', seq, last} end
+CLAIM_LUA = r"""
+local now, action, owner = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local out = {}
+local k = 0
+local unit = '([^,;]+),([^,;]+),([^,;]+),([^,;]+),([^,;]+)'
+for cid, lease_s, minrun_s, lockout_s, free_s in string.gmatch(ARGV[4], unit) do
+  k = k + 1
+  local lease, minrun = tonumber(lease_s), tonumber(minrun_s)
+  local lockout, live_free = tonumber(lockout_s), tonumber(free_s)
+  local key = KEYS[k]
+  local h = redis.call('HMGET', key, 'seq', 'state', 'owner', 'owner_until', 'stop_ok_ms', 'start_ok_ms',
+                       'last_cmd')
+  local seq = tonumber(h[1]) or 0
+  local state = h[2] or '2'
+  local cur = h[3] or ''
+  local cur_until = tonumber(h[4]) or 0
+  local stop_ok = tonumber(h[5]) or 0
+  local start_ok = tonumber(h[6]) or 0
+  local last = h[7] or ''
+  local foreign = cur ~= '' and cur ~= owner and cur ~= 'plan' and cur_until > now
+  local r
+  if action == 'block' or action == 'force_on' then
+    local want = (action == 'block') and '1' or '4'
+    if cur == owner and state == want then
+      r = {0, 'duplicate', seq, last}
+    elseif foreign then
+      r = {-1, 'held by ' .. cur, seq, last}
+    elseif action == 'block' and now < math.max(stop_ok, live_free) then
+      r = {-1, 'min run not over', seq, last}
+    elseif action == 'force_on' and now < math.max(start_ok, live_free) then
+      r = {-1, 'lock-out not over', seq, last}
+    else
+      seq = seq + 1
+      local rule_field = (action == 'block') and 'start_ok_ms' or 'stop_ok_ms'
+      local rule_at = (action == 'block') and (now + lockout) or (now + minrun)
+      redis.call('HSET', key, 'seq', seq, 'state', want, 'owner', owner, 'owner_until', lease,
+                 'last_cmd', cid, 'changed_ms', now, rule_field, rule_at)
+      r = {1, 'ok', seq, cid}
+    end
+  elseif action == 'release' then
+    if cur ~= owner then
+      r = {0, 'not held', seq, last}
+    elseif state == '1' and now < start_ok then
+      r = {-1, 'lock-out not over', seq, last}
+    elseif state == '4' and now < stop_ok then
+      r = {-1, 'min run not over', seq, last}
+    else
+      seq = seq + 1
+      -- released from a block the HP may start (then it must run); from force-on it may stop (then rest)
+      local rule_field = (state == '1') and 'stop_ok_ms' or 'start_ok_ms'
+      local rule_at = (state == '1') and (now + minrun) or (now + lockout)
+      redis.call('HSET', key, 'seq', seq, 'state', '2', 'owner', '', 'owner_until', 0, 'last_cmd', cid,
+                 'changed_ms', now, rule_field, rule_at)
+      r = {1, 'ok', seq, cid}
+    end
+  elseif action == 'renew' then
+    if cur ~= owner then
+      r = {-1, 'not held', seq, last}
+    else
+      seq = seq + 1
+      redis.call('HSET', key, 'seq', seq, 'owner_until', lease, 'last_cmd', cid)
+      r = {1, 'ok', seq, cid}
+    end
   else
-    if now < math.max(start_ok, live_free) then return {-1, 'lock-out not over', seq, last} end
+    r = {-1, 'unknown action', seq, last}
   end
-  seq = seq + 1
-  local fields = {'seq', seq, 'state', want, 'owner', owner, 'owner_until', lease, 'last_cmd', cid,
-                  'changed_ms', now}
-  if action == 'block' then
-    table.insert(fields, 'start_ok_ms'); table.insert(fields, now + lockout)
-  else
-    table.insert(fields, 'stop_ok_ms'); table.insert(fields, now + minrun)
-  end
-  redis.call('HSET', KEYS[1], unpack(fields))
-  return {1, 'ok', seq, cid}
-elseif action == 'release' then
-  if cur ~= owner then return {0, 'not held', seq, last} end
-  if state == '1' and now < start_ok then return {-1, 'lock-out not over', seq, last} end
-  if state == '4' and now < stop_ok then return {-1, 'min run not over', seq, last} end
-  seq = seq + 1
-  redis.call('HSET', KEYS[1], 'seq', seq, 'state', '2', 'owner', '', 'owner_until', 0, 'last_cmd', cid,
-             'changed_ms', now)
-  if state == '1' then redis.call('HSET', KEYS[1], 'stop_ok_ms', now + minrun) end
-  if state == '4' then redis.call('HSET', KEYS[1], 'start_ok_ms', now + lockout) end
-  return {1, 'ok', seq, cid}
-elseif action == 'renew' then
-  if cur ~= owner then return {-1, 'not held', seq, last} end
-  seq = seq + 1
-  redis.call('HSET', KEYS[1], 'seq', seq, 'owner_until', lease, 'last_cmd', cid)
-  return {1, 'ok', seq, cid}
+  out[k] = r[1] .. '|' .. r[3] .. '|' .. r[4] .. '|' .. r[2]
 end
-return {-1, 'unknown action', seq, last}
+return table.concat(out, '\n')
 """
 
 
@@ -92,6 +115,10 @@ class ClaimRequest:
     min_run_ms: int
     lockout_ms: int
     live_free_ms: int
+
+    def __post_init__(self) -> None:
+        if any(c in self.command_id for c in ",;|\n") or not self.command_id:
+            raise ValueError(f"command_id {self.command_id!r} must be non-empty without , ; | or newlines")
 
 
 @dataclass(frozen=True)
@@ -121,16 +148,30 @@ class SafetyStore:
         return f"{self.prefix}:unit:{site_id}"
 
     async def claim(self, requests: Sequence[ClaimRequest], now_ms: int) -> list[ClaimResult]:
-        """Run the claim script for many units in one pipelined round trip."""
-        if not requests:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for r in requests:
-            args: list[Any] = [now_ms, r.action, r.owner, r.lease_until_ms, r.min_run_ms, r.lockout_ms]
-            args += [r.live_free_ms, r.command_id]
-            await self.script(keys=[self.unit_key(r.site_id)], args=args, client=pipe)
-        raw = await pipe.execute()
-        return [ClaimResult(int(x[0]), _text(x[1]), int(x[2]), _text(x[3])) for x in raw]
+        """Run the claim script over many units: one atomic call per chunk of one action and owner."""
+        results: list[ClaimResult] = []
+        start = 0
+        while start < len(requests):
+            first = (requests[start].site_id, requests[start].action, requests[start].owner)
+            end = start
+            while end < len(requests) and end - start < CLAIM_CHUNK:
+                r = requests[end]
+                if (r.action, r.owner) != first[1:]:
+                    break
+                end += 1
+            chunk = requests[start:end]
+            units = ";".join(
+                f"{r.command_id},{r.lease_until_ms},{r.min_run_ms},{r.lockout_ms},{r.live_free_ms}"
+                for r in chunk
+            )
+            raw = await self.script(
+                keys=[self.unit_key(r.site_id) for r in chunk], args=[now_ms, *first[1:], units]
+            )
+            for line in _text(raw).split("\n"):
+                status, seq, cid, reason = line.split("|", 3)
+                results.append(ClaimResult(int(status), reason, int(seq), cid))
+            start = end
+        return results
 
     async def record(self, site_id: str) -> dict[str, str]:
         """Return a unit's switching record."""
@@ -147,12 +188,13 @@ class CommandLog:
         self.max_len = max_len
 
     async def append(self, entries: Sequence[dict[str, Any]]) -> None:
-        """Append entries (each a flat JSON-able dict) in one round trip."""
+        """Append entries (flat JSON-able dicts), LOG_CHUNK to a stream entry, in one round trip."""
         if not entries:
             return
         pipe = self.redis.pipeline(transaction=False)
-        for e in entries:
-            pipe.xadd(self.key, {"json": json.dumps(e, default=str)}, maxlen=self.max_len, approximate=True)
+        for start in range(0, len(entries), LOG_CHUNK):
+            body = json.dumps(list(entries[start : start + LOG_CHUNK]), default=str)
+            pipe.xadd(self.key, {"json": body}, maxlen=self.max_len, approximate=True)
         await pipe.execute()
 
     async def query(
@@ -162,19 +204,100 @@ class CommandLog:
         out: list[dict[str, Any]] = []
         last = "+"
         while len(out) < limit:
-            batch = await self.redis.xrevrange(self.key, max=last, count=5000)
+            batch = await self.redis.xrevrange(self.key, max=last, count=500)
             if not batch:
                 break
             for _entry_id, fields in batch:
-                e = json.loads(cast(dict[bytes, bytes], fields)[b"json"])
-                if (not site_id or e.get("site_id") == site_id) and (
-                    not activation_id or e.get("activation_id") == activation_id
-                ):
-                    out.append(e)
-                    if len(out) >= limit:
-                        break
+                chunk = json.loads(cast(dict[bytes, bytes], fields)[b"json"])
+                for e in reversed(chunk):
+                    if (not site_id or e.get("site_id") == site_id) and (
+                        not activation_id or e.get("activation_id") == activation_id
+                    ):
+                        out.append(e)
+                if len(out) >= limit:
+                    break
             last = "(" + _text(batch[-1][0])
-        return out[::-1]
+        return out[:limit][::-1]
+
+
+class CommandPublisher:
+    """Publishes commands straight through an aiokafka producer, keyed by site.
+
+    FastStream's per-message publish path costs milliseconds per call under load, far too slow to put
+    10,000 commands on the wire within a second; the producer batches them per partition instead.
+    """
+
+    def __init__(self, bootstrap: str, *, idempotence: bool, client_id: str) -> None:
+        self.bootstrap = bootstrap
+        self.idempotence = idempotence
+        self.client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+        self._partition_of: dict[bytes, int] = {}
+        self._partitioner = DefaultPartitioner()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap,
+                    client_id=self.client_id,
+                    acks="all",
+                    enable_idempotence=self.idempotence,
+                    linger_ms=5,
+                    max_batch_size=256 * 1024,
+                )
+                await producer.start()
+                self._producer = producer
+            return self._producer
+
+    async def start(self) -> None:
+        """Connect now rather than on the first command."""
+        await self._started()
+
+    async def publish_many(
+        self, messages: Sequence[SwitchHeatPump], on_confirmed: Callable[[SwitchHeatPump], None] | None = None
+    ) -> None:
+        """Send every command in per-partition batches and wait until the broker confirmed all of them.
+
+        Each site's partition is the default partitioner's (murmur2 of the key), so commands published
+        here and anywhere else stay in per-site order.
+        """
+        if not messages:
+            return
+        producer = await self._started()
+        topic = DISPATCH_COMMANDS.name
+        partitions = sorted(await producer.partitions_for(topic))
+        by_partition: dict[int, list[tuple[bytes, SwitchHeatPump]]] = {}
+        for m in messages:
+            key = m.kafka_key()
+            part = self._partition_of.get(key)
+            if part is None:
+                part = self._partition_of[key] = self._partitioner(key, partitions, partitions)
+            by_partition.setdefault(part, []).append((key, m))
+        sent: list[tuple[asyncio.Future[Any], list[SwitchHeatPump]]] = []
+        for part, items in by_partition.items():
+            batch = producer.create_batch()
+            members: list[SwitchHeatPump] = []
+            for key, m in items:
+                value = m.to_json_bytes()
+                if batch.append(timestamp=None, key=key, value=value, headers=HEADERS) is None:
+                    sent.append((await producer.send_batch(batch, topic, partition=part), members))
+                    batch, members = producer.create_batch(), []
+                    batch.append(timestamp=None, key=key, value=value, headers=HEADERS)
+                members.append(m)
+            sent.append((await producer.send_batch(batch, topic, partition=part), members))
+        for fut, members in sent:
+            await fut
+            if on_confirmed is not None:
+                for m in members:
+                    on_confirmed(m)
+
+    async def stop(self) -> None:
+        """Flush and close the producer."""
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
 
 
 class ProfileStore:

@@ -23,6 +23,7 @@ from hybridpool_shared.messages import (
 )
 from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service, build_service, serve
+from services.dispatch.adapters import CommandPublisher
 from services.dispatch.dispatcher import ACTIVATION_PRODUCTS, Dispatcher
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.settings import DispatchSettings
@@ -59,21 +60,30 @@ def build(settings: DispatchSettings) -> Service:
         produces=(topics.DISPATCH_COMMANDS, topics.DISPATCH_REACTIONS),
     )
     metrics = DispatchMetrics(service.metrics.registry)
-    dispatcher = Dispatcher(settings, service.redis, service.publish, metrics)
+    commands_out = CommandPublisher(
+        settings.resolved_kafka_bootstrap(),
+        idempotence=settings.kafka_idempotence,
+        client_id="hybridpool-dispatch",
+    )
+    dispatcher = Dispatcher(settings, service.redis, service.publish, metrics, commands_out=commands_out)
     _subscribe(service, dispatcher)
     _routes(service, dispatcher)
 
     async def load_state() -> None:
+        await commands_out.start()
         n = await dispatcher.load_live_state()
         LOGGER.info("fleet seeded from %d live site states", n)
 
     async def closed_loop() -> None:
-        while True:
-            try:
-                await dispatcher.tick()
-            except Exception:
-                LOGGER.exception("dispatch tick failed")
-            await asyncio.sleep(settings.tick_s)
+        try:
+            while True:
+                try:
+                    await dispatcher.tick()
+                except Exception:
+                    LOGGER.exception("dispatch tick failed")
+                await asyncio.sleep(settings.tick_s)
+        finally:
+            await commands_out.stop()
 
     service.on_start.append(load_state)
     service.background.append(closed_loop)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -14,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from hybridpool_shared import topics
-from hybridpool_shared.domain.reaction import ActivationFacts, ActivationReport, activation_report, noise_kw
+from hybridpool_shared.domain.reaction import ActivationFacts, ActivationReport, activation_report
 from hybridpool_shared.messages import (
     BalancePriceComputed,
     CommandAcknowledged,
@@ -33,7 +35,15 @@ from hybridpool_shared.messages import (
 from hybridpool_shared.messages.dispatch import MAX_BLOCK
 from hybridpool_shared.sitestate import STATE_INDEX_KEY, SiteLiveState, state_key
 from hybridpool_shared.topics import TopicSpec
-from services.dispatch.adapters import ClaimRequest, CommandLog, ProfileStore, ReportStore, SafetyStore
+from services.dispatch.adapters import (
+    CLAIM_CHUNK,
+    ClaimRequest,
+    CommandLog,
+    CommandPublisher,
+    ProfileStore,
+    ReportStore,
+    SafetyStore,
+)
 from services.dispatch.domain.clock import EventClock
 from services.dispatch.domain.controller import Action, ActivationLoop, LoopConfig, Release, Resend, Switch
 from services.dispatch.domain.fleet import Fleet, Unit
@@ -65,9 +75,13 @@ def _dt(at_s: float) -> datetime:
     return datetime.fromtimestamp(at_s, tz=UTC)
 
 
+_ID_PREFIX = "cmd-" + secrets.token_hex(8) + "-"
+_ID_COUNTER = itertools.count()
+
+
 def new_command_id() -> str:
-    """Return a fresh, globally unique command id."""
-    return "cmd-" + uuid.uuid4().hex[:24]
+    """Return a fresh, globally unique command id (random per process, then a counter)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
 
 
 @dataclass
@@ -89,10 +103,12 @@ class Dispatcher:
         publish: Publish,
         metrics: DispatchMetrics,
         clock: Callable[[], float] = time.time,
+        commands_out: CommandPublisher | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
         self.publish = publish
+        self.commands_out = commands_out
         self.metrics = metrics
         self.event_clock = EventClock(settings.speedup) if settings.clock == "telemetry" else None
         self.clock = self.event_clock.now if self.event_clock is not None else clock
@@ -322,8 +338,16 @@ class Dispatcher:
         return until
 
     async def _switch(self, loop: ActivationLoop, switches: Sequence[Switch], now: float) -> None:
-        if not switches:
-            return
+        """Claim and publish in chunks, so one chunk is on the wire while Redis checks the next."""
+        sending = []
+        for start in range(0, len(switches), CLAIM_CHUNK):
+            out = await self._claim_switches(loop, switches[start : start + CLAIM_CHUNK], now)
+            sending.append(asyncio.create_task(self._publish_commands(out, loop.spec.activation_id)))
+        await asyncio.gather(*sending)
+
+    async def _claim_switches(
+        self, loop: ActivationLoop, switches: Sequence[Switch], now: float
+    ) -> list[SwitchHeatPump]:
         owner = loop.spec.activation_id
         requests, leases = [], []
         for sw in switches:
@@ -368,13 +392,16 @@ class Dispatcher:
             expected = -u.power_kw if sw.state is SgReadyState.BLOCK else sw.expected_kw
             self.tracker.start(
                 Tracked(
-                    msg.command_id, sw.site_id, owner, msg.issued_at, u.power_kw, expected, self._noise(u)
+                    msg.command_id,
+                    sw.site_id,
+                    owner,
+                    msg.issued_at,
+                    u.power_kw,
+                    expected,
+                    tuple(u.recent_power_kw),
                 )
             )
-        await self._publish_commands(out, owner)
-
-    def _noise(self, u: Unit) -> float:
-        return noise_kw(list(u.recent_power_kw))
+        return out
 
     async def _release(self, loop: ActivationLoop, releases: Sequence[Release], now: float) -> None:
         if not releases:
@@ -424,11 +451,20 @@ class Dispatcher:
             return
         await self._publish_one(sent.message)
         self.metrics.commands.labels(event="resent").inc()
-        await self.log.append([_log_entry("resent", sent.message, now)])
+        await self.log.append(_log_entries("resent", [sent.message], now))
 
     async def _publish_one(self, msg: SwitchHeatPump) -> None:
+        if self.commands_out is not None:
+            await self.commands_out.publish_many([msg])
+            return
         async with self._sem:
             await self.publish(topics.DISPATCH_COMMANDS, msg)
+
+    async def _publish_all(self, msgs: Sequence[SwitchHeatPump]) -> None:
+        if self.commands_out is not None:
+            await self.commands_out.publish_many(msgs)
+        else:
+            await asyncio.gather(*(self._publish_one(m) for m in msgs))
 
     async def _publish_commands(self, msgs: Sequence[SwitchHeatPump], owner: str) -> None:
         """Publish many commands concurrently (keyed by site), then log and count them."""
@@ -436,10 +472,10 @@ class Dispatcher:
             return
         for m in msgs:
             self.sent[m.command_id] = SentCommand(m, owner)
-        await asyncio.gather(*(self._publish_one(m) for m in msgs))
-        self.metrics.commands.labels(event="sent").inc(len(msgs))
         now = self.clock()
-        await self.log.append([_log_entry("sent", m, now) for m in msgs])
+        logged = self.log.append(_log_entries("sent", msgs, now))
+        await asyncio.gather(logged, self._publish_all(msgs))
+        self.metrics.commands.labels(event="sent").inc(len(msgs))
 
     def _expire(self, now: float) -> None:
         """Forget commands whose lease ended; count those never acknowledged as expired."""
@@ -586,16 +622,29 @@ class Dispatcher:
         return out
 
 
-def _log_entry(event: str, m: SwitchHeatPump, now: float) -> dict[str, Any]:
-    return {
-        "event": event,
-        "command_id": m.command_id,
-        "site_id": m.site_id,
-        "seq": m.seq,
-        "sg_ready_state": int(m.sg_ready_state),
-        "issued_at": m.issued_at.isoformat(),
-        "valid_until": m.valid_until.isoformat(),
-        "activation_id": m.activation_id or PLAN_OWNER,
-        "reason": m.reason,
-        "at": _dt(now).isoformat(),
-    }
+def _log_entries(event: str, msgs: Sequence[SwitchHeatPump], now: float) -> list[dict[str, Any]]:
+    """Return command-log entries (timestamps formatted once per distinct value: batches share them)."""
+    iso: dict[datetime, str] = {}
+
+    def fmt(at: datetime) -> str:
+        text = iso.get(at)
+        if text is None:
+            text = iso[at] = at.isoformat()
+        return text
+
+    at = _dt(now).isoformat()
+    return [
+        {
+            "event": event,
+            "command_id": m.command_id,
+            "site_id": m.site_id,
+            "seq": m.seq,
+            "sg_ready_state": int(m.sg_ready_state),
+            "issued_at": fmt(m.issued_at),
+            "valid_until": fmt(m.valid_until),
+            "activation_id": m.activation_id or PLAN_OWNER,
+            "reason": m.reason,
+            "at": at,
+        }
+        for m in msgs
+    ]

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from hybridpool_shared.domain.reaction import PowerSample, ReactionPhases, ReactionRecord, measure_reaction
+from hybridpool_shared.domain.reaction import (
+    PowerSample,
+    ReactionPhases,
+    ReactionRecord,
+    measure_reaction,
+    noise_kw,
+)
 
 MIN_TRACKED_CHANGE_KW = 0.2
 
@@ -20,7 +26,7 @@ class Tracked:
     sent_at: datetime
     baseline_kw: float
     expected_change_kw: float
-    noise_kw: float
+    history_kw: tuple[float, ...]  # readings before the command: the site's noise
     acknowledged_at: datetime | None = None
     samples: list[PowerSample] = field(default_factory=list)
 
@@ -31,7 +37,7 @@ class Tracked:
             self.baseline_kw,
             self.expected_change_kw,
             self.samples,
-            site_noise_kw=self.noise_kw,
+            site_noise_kw=noise_kw(self.history_kw),
             stable_window=stable_window,
             give_up_after=give_up_after,
         )
