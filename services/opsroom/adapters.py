@@ -24,6 +24,8 @@ from services.opsroom.domain import (
 
 P = "opsroom:"
 CHUNK = 2000
+REACTIONS_KEPT = 50  # per site: enough for a reaction profile, bounded for 10,000 sites
+PLANS_KEPT = 3  # a plan of 10,000 sites × 100 quarters is a few MB: keep only the newest few
 # One round trip per chunk instead of one command per site: redis-py's pipeline costs ~50 µs a command.
 HGET_JSON_MANY = """
 local out = {}
@@ -178,6 +180,10 @@ class OpsStore:
                 pipe.expire(P + "plan:" + plan_id, 3 * 86400)
                 pipe.zadd(P + "plans", {plan_id: first.timestamp()})
             await pipe.execute()
+        old = [_s(i) for i in await self.redis.zrange(P + "plans", 0, -PLANS_KEPT - 1)]
+        if old:
+            await self.redis.delete(*(P + "plan:" + i for i in old))
+            await self.redis.zrem(P + "plans", *old)
 
     async def latest_plan(self) -> tuple[str, list[dict[str, Any]]] | None:
         """Return the newest plan's id and its site plans."""
@@ -262,13 +268,21 @@ class OpsStore:
 
     # --- reactions --------------------------------------------------------------------------------
     async def put_reaction(
-        self, activation_id: str, site_id: str, command_id: str, data: dict[str, Any]
+        self, activation_id: str, site_id: str, command_id: str, sent_at: datetime, data: dict[str, Any]
     ) -> None:
-        """Store one measured reaction under its activation and its site (idempotent by command)."""
+        """Store one measured reaction under its activation and its site (idempotent by command).
+
+        A site keeps its latest REACTIONS_KEPT reactions (a redelivered one is the same member).
+        """
+        doc = json.dumps(data, sort_keys=True)
         async with self.redis.pipeline(transaction=False) as pipe:
             if activation_id:
-                pipe.hset(P + "act:" + activation_id + ":reactions", command_id, json.dumps(data))
-            pipe.hset(P + "site:" + site_id + ":reactions", command_id, json.dumps(data))
+                key = P + "act:" + activation_id + ":reactions"
+                pipe.hset(key, command_id, doc)
+                pipe.expire(key, 30 * 86400)
+            key = P + "site:" + site_id + ":reactions"
+            pipe.zadd(key, {doc: sent_at.timestamp()})
+            pipe.zremrangebyrank(key, 0, -REACTIONS_KEPT - 1)
             await pipe.execute()
 
     async def activation_reactions(self, activation_id: str) -> list[dict[str, Any]]:
@@ -279,7 +293,7 @@ class OpsStore:
         """Return each site's reaction samples."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for site_id in ids:
-                pipe.hvals(P + "site:" + site_id + ":reactions")
+                pipe.zrange(P + "site:" + site_id + ":reactions", 0, -1)
             raws = await pipe.execute()
         out: dict[str, list[ReactionSample]] = {}
         for site_id, values in zip(ids, raws, strict=True):

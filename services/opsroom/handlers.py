@@ -141,7 +141,7 @@ class Handlers:
                 "expected_change_kw": msg.expected_change_kw,
                 "observed_change_kw": msg.observed_change_kw,
             }
-            await self.store.put_reaction(msg.activation_id, msg.site_id, msg.command_id, data)
+            await self.store.put_reaction(msg.activation_id, msg.site_id, msg.command_id, msg.sent_at, data)
 
 
 QUARTER_FIELDS = {

@@ -175,3 +175,20 @@ async def test_dispatch_report_is_preferred_over_the_pool_baseline(redis: aiored
     second = await aggregator.tick(utc_now())
     assert second["activation"]["measured_by"] == "dispatch report"
     assert second["activation"]["delivered_kw"] == pytest.approx(6.5)
+
+
+async def test_only_the_newest_plans_are_kept(redis: aioredis.Redis) -> None:
+    store = OpsStore(redis)
+    first = utc_now().replace(microsecond=0)
+    for n in range(5):
+        data = {
+            "first_quarter_start": (first + timedelta(hours=n)).isoformat(),
+            "hp_on": [True],
+            "expected_hp_power_kw": [1.0],
+        }
+        await store.put_plans([(f"plan-{n}", "villa-1", first + timedelta(hours=n), data)])
+    latest = await store.latest_plan()
+    assert latest is not None
+    assert latest[0] == "plan-4"
+    assert await redis.zcard("opsroom:plans") == 3
+    assert not await redis.exists("opsroom:plan:plan-0", "opsroom:plan:plan-1")
