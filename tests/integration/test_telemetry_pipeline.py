@@ -15,9 +15,16 @@ import pytest
 import redis.asyncio as aioredis
 
 from hybridpool_shared import topics
-from hybridpool_shared.messages import CommandAcknowledged, DeadLettered, SgReadyState, SwitchHeatPump
+from hybridpool_shared.messages import (
+    AggregateQuality,
+    CommandAcknowledged,
+    DeadLettered,
+    QuarterAggregated,
+    SgReadyState,
+    SwitchHeatPump,
+)
 from hybridpool_shared.sitestate import GatewayStatus, SiteLiveState, state_key
-from hybridpool_shared.timeutil import utc_now
+from hybridpool_shared.timeutil import floor_quarter, utc_now
 from tests.infra import Infra, RunningService, produce, running, unique, wait_for_records
 
 pytestmark = pytest.mark.integration
@@ -221,3 +228,41 @@ async def test_a_silent_site_turns_stale_then_offline_and_is_counted(
 async def _text(url: str) -> str:
     async with httpx.AsyncClient(timeout=5) as client:
         return (await client.get(url)).text
+
+
+async def test_a_closed_quarter_is_published_with_the_apportioned_meter_delta(
+    infra: Infra, pipeline: tuple[RunningService, RunningService, str]
+) -> None:
+    site_id = unique("quarter-villa")
+    quarter = floor_quarter(utc_now()) - timedelta(minutes=30)
+    base = {
+        "site_id": site_id,
+        "electric_power_kw": 2.0,
+        "heat_power_kw": 6.0,
+        "supply_temp_c": 40.0,
+        "return_temp_c": 35.0,
+        "indoor_temp_c": 21.0,
+        "outdoor_temp_c": 1.0,
+        "hp_running": True,
+        "boiler_running": False,
+        "sg_ready_state": 2,
+    }
+    first = {**base, "measured_at": (quarter + timedelta(minutes=14)).isoformat(), "meter_reading_kwh": 100.0}
+    # 130 s past the quarter's end: beyond the default 120 s grace, so the quarter closes
+    second = {
+        **base,
+        "measured_at": (quarter + timedelta(seconds=1030)).isoformat(),
+        "meter_reading_kwh": 101.9,
+    }
+    for reading in (first, second):
+        await produce(
+            infra.kafka_bootstrap, topics.SITES_TELEMETRY.name, json.dumps(reading).encode(), site_id.encode()
+        )
+    records = await wait_for_records(
+        infra.kafka_bootstrap, topics.SITES_TELEMETRY_QUARTER.name, lambda r: site_id.encode() in r.value
+    )
+    agg = QuarterAggregated.from_json_bytes(records[0].value)
+    assert agg.interval_start == quarter
+    assert agg.quality is AggregateQuality.ESTIMATED  # readings cover only its last minute
+    assert agg.energy_kwh == pytest.approx(1.9 * 60 / 190)
+    assert agg.energy_apportioned_kwh == pytest.approx(agg.energy_kwh)
