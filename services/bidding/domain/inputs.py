@@ -181,7 +181,7 @@ class Options:
     price_bins: int = 2
     demand_bins: int = 2
     storage_bins: int = 1
-    model_derate: float = 0.08
+    model_derate: float = 0.15
     z: float = DEFAULT_Z
     comfort_penalty_eur_per_kwh: float = 5.0
     bid_price_floor_eur_per_mw_h: float = 1.0
