@@ -76,6 +76,19 @@ class Book:
         for q in range(price.interval_minutes // 15):
             self.balance[price.site_id][start + q * 900] = (price.balance_price_eur_per_mwh, price.cop)
 
+    def prune(self, before: datetime) -> None:
+        """Forget prices of quarters before a time (keeps memory bounded; reserve keeps a week)."""
+        cut = _ts(before)
+        for spot in self.spot.values():
+            for ts in [k for k in spot if k < cut]:
+                del spot[ts]
+        for balance in self.balance.values():
+            for ts in [k for k in balance if k < cut]:
+                del balance[ts]
+        for prices in self.reserve.values():
+            for ts in [k for k in prices if k < cut - 6 * 86400]:
+                del prices[ts]
+
     def spot_at(self, area: str, quarter: datetime) -> float | None:
         """Return the spot price of an area's quarter, if known."""
         return self.spot.get(area, {}).get(_ts(quarter))

@@ -92,6 +92,7 @@ class Planner:
         """Plan (once per trigger) and publish; return the summary, or None if there are no sites."""
         first, quarters = window(kind, now)
         async with self.lock:
+            self.book.prune(now - timedelta(days=1))
             assembled = await self.inputs(first, quarters)
             if assembled is None:
                 LOGGER.info("no sites known yet: nothing to plan")

@@ -186,3 +186,16 @@ def test_product_periods_on_a_dst_day() -> None:
     assert all(p.last - p.first == 4 for p in hourly)
     assert len(blocks) == 5
     assert all(p.last - p.first == 16 for p in blocks)
+
+
+def test_book_forgets_old_quarters_but_keeps_a_week_of_auctions() -> None:
+    """Pruning drops spot and balance prices before the cut; reserve prices stay a week for forecasts."""
+    book = Book()
+    old = FIRST - timedelta(days=3)
+    book.spot["DK1"][int(old.timestamp())] = 1.0
+    book.spot["DK1"][int(FIRST.timestamp())] = 2.0
+    book.reserve[("DK1", "fcr_dk1")][int(old.timestamp())] = 3.0
+    book.prune(FIRST - timedelta(days=1))
+    assert book.spot_at("DK1", old) is None
+    assert book.spot_at("DK1", FIRST) == 2.0
+    assert book.reserve_forecast("DK1", "fcr_dk1", FIRST) == 3.0
