@@ -167,3 +167,19 @@ def test_event_clock_follows_telemetry_time_at_speedup_and_never_goes_back() -> 
     assert clock.now() == 1020.0
     clock.observe(1030.0)
     assert clock.now() == 1030.0
+
+
+def test_long_activation_rotates_blocked_units_before_two_hours() -> None:
+    units = {s: _unit(s, True, 2.0, p) for s, p in (("a", 10), ("b", 20))}
+    spec = ActivationSpec("long", ReserveProduct.FCR_N, Direction.UP, 2.0, NOW, NOW + 4 * 3600)
+    loop = ActivationLoop(spec, LoopConfig(margin=0.0))
+    (sw,) = loop.step(NOW, units)
+    loop.on_sent(sw, "c1", NOW, 2.0)
+    loop.on_ack("a", "c1", True, "", NOW + 1)
+    units["a"].power_kw, units["a"].measured_s = 0.0, NOW + 60
+    units["b"].measured_s = NOW + 3600
+    assert loop.step(NOW + 3600, units) == []
+    units["b"].measured_s = NOW + 6900
+    actions = loop.step(NOW + 6900, units)
+    assert Release("a", "c1") in actions
+    assert [a.site_id for a in actions if isinstance(a, Switch)] == ["b"]

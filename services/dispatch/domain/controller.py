@@ -28,6 +28,7 @@ class LoopConfig:
     release_stagger_slots: int = 10
     release_stagger_step_s: float = 30.0
     lease_grace_s: float = 300.0
+    max_block_s: float = 7200.0 - 300.0  # a block never exceeds 2 h: rotate a little before
 
 
 @dataclass
@@ -161,6 +162,7 @@ class ActivationLoop:
         self.curve.append(CurvePoint(_dt(now_s), self.delivered_kw(units), target))
         actions: list[Action] = []
         actions += self._watch(now_s, units)
+        actions += self._rotate(now_s)
         actions += self._fill(now_s, units, target)
         actions += self._trim(now_s, units, target)
         return actions
@@ -196,6 +198,15 @@ class ActivationLoop:
             elif not a.settled and now_s - a.sent_s >= settle:
                 a.settled = True
                 a.expected_kw = max(0.0, moved)
+        return out
+
+    def _rotate(self, now_s: float) -> list[Action]:
+        """Hand back units blocked for nearly 2 h (their rest is long over); _fill replaces them."""
+        out: list[Action] = []
+        for a in self.assignments.values():
+            if a.live and a.state is SgReadyState.BLOCK and now_s - a.sent_s >= self.config.max_block_s:
+                out.append(Release(a.site_id, a.command_id))
+                a.failed = "rotated: 2 h block limit"
         return out
 
     def _fill(self, now_s: float, units: Mapping[str, Unit], target: float) -> list[Action]:

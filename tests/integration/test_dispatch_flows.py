@@ -1,0 +1,126 @@
+"""Dispatcher flows on the real Redis with a controlled clock: the day-ahead plan between activations
+(with lock-out honoured on the way back), and FCR-N following the grid frequency."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
+
+from hybridpool_shared.messages import (
+    Direction,
+    FrequencyMeasured,
+    Message,
+    PoolActivated,
+    ReserveProduct,
+    SgReadyState,
+    SitePlanComputed,
+    SwitchHeatPump,
+)
+from hybridpool_shared.timeutil import floor_quarter
+from hybridpool_shared.topics import TopicSpec
+from services.dispatch.dispatcher import Dispatcher
+from services.dispatch.metrics import DispatchMetrics
+from services.dispatch.settings import DispatchSettings
+from tests.infra import Infra, unique
+
+pytestmark = pytest.mark.integration
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.commands: list[SwitchHeatPump] = []
+
+    async def __call__(self, spec: TopicSpec, message: Message) -> None:
+        if isinstance(message, SwitchHeatPump):
+            self.commands.append(message)
+
+
+class _Clock:
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at
+
+
+@pytest.fixture
+async def redis(infra: Infra) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(infra.redis_url)
+    yield client
+    await client.aclose()
+
+
+def _dispatcher(infra: Infra, redis: aioredis.Redis, clock: _Clock) -> tuple[Dispatcher, _Sink, str]:
+    prefix = unique("fl")
+    settings = DispatchSettings(kafka_bootstrap="unused:1", redis_url=infra.redis_url, key_prefix=prefix)
+    sink = _Sink()
+    return Dispatcher(settings, redis, sink, DispatchMetrics(CollectorRegistry()), clock=clock), sink, prefix
+
+
+async def test_plan_blocks_gas_quarters_and_hands_back_after_the_lockout(
+    infra: Infra, redis: aioredis.Redis
+) -> None:
+    q0 = floor_quarter(datetime.now(tz=UTC)) + timedelta(hours=1)
+    clock = _Clock(q0.timestamp() + 600)  # the plan arrives 10 min into a gas quarter
+    d, sink, prefix = _dispatcher(infra, redis, clock)
+    site = f"{prefix}-v1"
+    d.fleet.observe(site, clock.at - 10, 2.0, True)
+    d.fleet.unit(site).running_since_s = clock.at - 3600
+    plan = SitePlanComputed(
+        plan_id="p1",
+        site_id=site,
+        first_quarter_start=q0,
+        hp_on=(False, True, True),
+        expected_hp_power_kw=(0.0, 2.0, 2.0),
+    )
+    d.on_plan(plan)
+    await d.tick()
+    assert [(c.site_id, c.sg_ready_state, c.reason) for c in sink.commands] == [
+        (site, SgReadyState.BLOCK, "plan p1")
+    ]
+    d.fleet.observe(site, clock.at + 30, 0.0, False)
+    for at in (q0.timestamp() + 905, q0.timestamp() + 1200):  # HP quarter, but the HP rests 15 min
+        clock.at = at
+        await d.tick()
+    assert len(sink.commands) == 1
+    clock.at = q0.timestamp() + 600 + 900 + 15
+    await d.tick()
+    assert [c.sg_ready_state for c in sink.commands] == [SgReadyState.BLOCK, SgReadyState.NORMAL]
+    assert sink.commands[1].issued_at - sink.commands[0].issued_at >= timedelta(minutes=15)
+
+
+async def test_fcr_n_follows_the_frequency(infra: Infra, redis: aioredis.Redis) -> None:
+    now = datetime.now(tz=UTC)
+    clock = _Clock(now.timestamp())
+    d, sink, prefix = _dispatcher(infra, redis, clock)
+    for i in range(40):
+        site = f"{prefix}-v{i}"
+        d.fleet.observe(site, clock.at - 5, 2.0, True)
+        d.fleet.unit(site).running_since_s = clock.at - 3600
+    d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=50.0))
+    await d.on_activation(
+        PoolActivated(
+            activation_id=unique("fcr"),
+            product=ReserveProduct.FCR_N,
+            direction=Direction.UP,
+            power_mw=0.06,
+            start=now,
+            end=now + timedelta(hours=1),
+            requested_at=now,
+        )
+    )
+    assert sink.commands == []  # 50.00 Hz: nothing to do
+    d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=49.95))
+    clock.at += 1
+    await d.tick()
+    blocked = [c for c in sink.commands if c.sg_ready_state is SgReadyState.BLOCK]
+    assert 15 <= len(blocked) <= 17  # half of 60 kW (+5 % margin) from 2 kW units
+    d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=49.80))
+    clock.at += 1
+    await d.tick()
+    blocked = [c for c in sink.commands if c.sg_ready_state is SgReadyState.BLOCK]
+    assert 31 <= len(blocked) <= 33  # full 60 kW
