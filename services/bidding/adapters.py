@@ -10,6 +10,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from hybridpool_shared.domain.reaction import ReactionProfile, profile_key
 from hybridpool_shared.messages import (
     BalancePriceComputed,
     BidCleared,
@@ -143,10 +144,37 @@ class SiteStore:
         profile["commands"] = [*profile["commands"][-49:], reaction.command_id]
         await self.redis.hset(REACTIONS_KEY, reaction.site_id, json.dumps(profile))
 
-    async def responses(self) -> dict[str, float]:
-        """Return each measured site's response share (sites without reactions: absent = all respond)."""
+    async def responses(self, site_ids: list[str]) -> dict[str, float]:
+        """Return each measured site's response share (absent: no measurement, all respond).
+
+        Dispatch's reaction profile (`dispatch:reaction_profile:<site>`) wins where it has samples;
+        otherwise the EWMA this service keeps from `dispatch.reactions`.
+        """
         raw = await self.redis.hgetall(REACTIONS_KEY)
-        return {_text(k): float(json.loads(v)["response"]) for k, v in raw.items()}
+        result = {_text(k): float(json.loads(v)["response"]) for k, v in raw.items()}
+        for start in range(0, len(site_ids), 500):
+            chunk = site_ids[start : start + 500]
+            pipe = self.redis.pipeline(transaction=False)
+            for site_id in chunk:
+                pipe.hgetall(profile_key(site_id))
+            for site_id, fields in zip(chunk, await pipe.execute(), strict=True):
+                if fields and b"json" in fields:
+                    try:
+                        profile = ReactionProfile.from_redis(fields)
+                    except ValueError:
+                        continue
+                    if profile.samples > 0:
+                        result[site_id] = profile_response(profile)
+        return result
+
+
+def profile_response(profile: ReactionProfile) -> float:
+    """Deliverable share from a reaction profile: responding share × (150 s / p90 to 90 %, at most 1)."""
+    share = 1.0 - profile.never_responded_share
+    p90 = profile.reached_90_s.p90_s
+    if p90 is None:
+        return 0.0
+    return round(share * min(1.0, FCR_FULL_ACTIVATION_S / max(p90, 1e-9)), 4)
 
 
 async def live_states(redis: aioredis.Redis, site_ids: list[str]) -> dict[str, SiteLiveState]:

@@ -85,7 +85,7 @@ class Planner:
         """Gather master data, live state and reactions, and assemble the planner inputs."""
         masters = await self.sites.all()
         states = await adapters.live_states(self.service.redis, list(masters))
-        responses = await self.sites.responses()
+        responses = await self.sites.responses(sorted(set(masters) | set(states)))
         return assemble(masters, states, responses, self.book, self.settings, first, quarters)
 
     async def run(self, kind: str, now: datetime, trigger: str | None = None) -> dict[str, Any] | None:

@@ -199,3 +199,28 @@ def test_book_forgets_old_quarters_but_keeps_a_week_of_auctions() -> None:
     assert book.spot_at("DK1", old) is None
     assert book.spot_at("DK1", FIRST) == 2.0
     assert book.reserve_forecast("DK1", "fcr_dk1", FIRST) == 3.0
+
+
+def test_dispatch_reaction_profile_derates_slow_and_silent_sites() -> None:
+    """All responding within 150 s: 1; a fifth silent: 0.8; twice too slow to 90 %: half; no 90 %: 0."""
+    from hybridpool_shared.domain.reaction import PhaseStats, ReactionProfile
+    from services.bidding.adapters import profile_response
+
+    def profile(never: float, p90_s: float | None) -> ReactionProfile:
+        stats = PhaseStats(median_s=p90_s, p90_s=p90_s, count=10)
+        return ReactionProfile(
+            site_id="s",
+            samples=10,
+            never_responded_share=never,
+            ack_s=stats,
+            first_change_s=stats,
+            reached_50_s=stats,
+            reached_90_s=stats,
+            stable_s=stats,
+            updated_at=NOW,
+        )
+
+    assert profile_response(profile(0.0, 120.0)) == 1.0
+    assert profile_response(profile(0.2, 120.0)) == 0.8
+    assert profile_response(profile(0.0, 300.0)) == 0.5
+    assert profile_response(profile(0.0, None)) == 0.0
