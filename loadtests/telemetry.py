@@ -359,7 +359,7 @@ class Args:
     warmup: float = 15.0
     readings_per_site: int = 4
     spacing: float = 600.0
-    batch: int = 1000
+    batch: int = 4000
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -376,7 +376,7 @@ def parse(argv: Sequence[str]) -> Args:
     t.add_argument("--sites", type=int, default=20_000)
     t.add_argument("--readings-per-site", type=int, default=4)
     t.add_argument("--spacing", type=float, default=600.0, help="seconds between a site's readings")
-    t.add_argument("--batch", type=int, default=1000)
+    t.add_argument("--batch", type=int, default=4000)
     ns = p.parse_args(argv)
     return Args(**{k.replace("-", "_"): v for k, v in vars(ns).items()})
 

@@ -11,7 +11,7 @@ class TelemetrySettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="TELEMETRY_", env_ignore_empty=True, extra="ignore")
 
-    batch_max_records: int = Field(default=1000, ge=1, le=100_000, description="Readings per handler call.")
+    batch_max_records: int = Field(default=4000, ge=1, le=100_000, description="Readings per handler call.")
     max_future_s: float = Field(default=30.0, ge=0.0, description="Clock skew tolerated before refusing.")
     max_age_h: float = Field(default=48.0, gt=0.0, description="Older readings are refused.")
     max_implied_kw: float = Field(

@@ -43,7 +43,7 @@ def telemetry_throughput(
     sites: Annotated[int, typer.Option(help="Sites whose readings are pre-loaded.")] = 100_000,
     readings_per_site: Annotated[int, typer.Option(help="Readings per site.")] = 4,
     spacing: Annotated[float, typer.Option(help="Seconds between a site's readings.")] = 400.0,
-    batch: Annotated[int, typer.Option(help="Readings per handler call.")] = 1000,
+    batch: Annotated[int, typer.Option(help="Readings per handler call.")] = 4000,
 ) -> None:
     """Drain pre-loaded readings with one telemetry process and compare with a raw consumer."""
     _telemetry().throughput(sites, readings_per_site, spacing, batch)
