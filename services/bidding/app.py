@@ -9,6 +9,7 @@ from dataclasses import asdict
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from fastapi import HTTPException
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -32,7 +33,7 @@ from hybridpool_shared.timeutil import COPENHAGEN, floor_quarter, local_day_boun
 from services.bidding import adapters
 from services.bidding.adapters import Book, SiteStore
 from services.bidding.assemble import Assembled, assemble
-from services.bidding.domain.inputs import Options
+from services.bidding.domain.inputs import Options, periods
 from services.bidding.domain.planner import PlanOutcome, max_symmetric_plan, plan, pool_sizing
 from services.bidding.settings import BiddingSettings
 
@@ -244,9 +245,48 @@ def plan_summary(kind: str, assembled: Assembled, outcome: PlanOutcome) -> dict[
         ]
         if kind == DAY_AHEAD
         else [],
+        "periods_without_bid": periods_without_bid(assembled, outcome) if kind == DAY_AHEAD else [],
         "energy_bids": len(outcome.energy_bids),
         "hp_on_share_by_quarter": [round(float(x), 3) for x in outcome.plan.on.mean(axis=0)],
     }
+
+
+def periods_without_bid(assembled: Assembled, outcome: PlanOutcome) -> list[dict[str, Any]]:
+    """Each product period without a capacity bid, with its guaranteed symmetric MW and why."""
+    market = assembled.market
+    bid = {(b.area, b.first) for b in outcome.capacity_bids}
+    rows = []
+    for area in sorted(outcome.capability.up_mw):
+        both = np.minimum(outcome.capability.up_mw[area], outcome.capability.down_mw[area])
+        for period in periods(market, area):
+            if (area, period.first) in bid:
+                continue
+            mw = float(both[period.first : period.last].min())
+            price = float(
+                np.mean(
+                    market.reserve_eur_per_mw_h.get(area, np.zeros(market.quarters))[
+                        period.first : period.last
+                    ]
+                )
+            )
+            reason = (
+                "fallback plan: no capacity is offered"
+                if outcome.fallback
+                else (
+                    f"guaranteed symmetric {mw:.2f} MW < minimum {period.product.min_mw} MW: at "
+                    f"{price:.1f} EUR/MW/h holding more does not pay, or the fleet cannot"
+                )
+            )
+            rows.append(
+                {
+                    "area": area,
+                    "product": period.product.product,
+                    "start": market.quarter_start(period.first).isoformat(),
+                    "symmetric_mw": round(mw, 3),
+                    "reason": reason,
+                }
+            )
+    return rows
 
 
 def build(settings: BiddingSettings) -> Service:

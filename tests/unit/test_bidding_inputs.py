@@ -17,7 +17,15 @@ from hybridpool_shared.messages import (
 )
 from hybridpool_shared.sitestate import GatewayStatus, SiteLiveState
 from services.bidding.adapters import Book, product_name
-from services.bidding.app import DAY_AHEAD, INTRADAY, bid_messages, plan_messages, trigger_id, window
+from services.bidding.app import (
+    DAY_AHEAD,
+    INTRADAY,
+    bid_messages,
+    periods_without_bid,
+    plan_messages,
+    trigger_id,
+    window,
+)
 from services.bidding.assemble import assemble
 from services.bidding.domain.inputs import Options
 from services.bidding.domain.planner import max_symmetric_plan
@@ -164,6 +172,9 @@ def test_messages_from_a_plan_are_valid_and_idempotent() -> None:
     assert len({b.bid_id for b in bids}) == len(bids)
     assert [b.bid_id for b in bids] == [b.bid_id for b in bid_messages(DAY_AHEAD, built, outcome, NOW)]
     assert not [b for b in bid_messages(INTRADAY, built, outcome, NOW) if b.price_eur_per_mw_per_h]
+    missing = periods_without_bid(built, outcome)
+    assert len(missing) + len(capacity) == 24
+    assert all(row["symmetric_mw"] < 0.3 and "minimum" in row["reason"] for row in missing)
     with pytest.raises(ValueError, match=r"0\.1 MW"):
         BidSubmitted.model_validate({**capacity[0].model_dump(), "capacity_mw": 0.35})
 
