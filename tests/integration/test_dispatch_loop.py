@@ -3,7 +3,7 @@
 services/site_sim had not landed when this was written, so a small responder here consumes
 dispatch.commands from the real broker, obeys them (10 % of villas do not), publishes acks on
 dispatch.acks and telemetry on sites.telemetry, and records the ground truth of every reaction.
-Time is compressed (ramps of seconds, lock-out 1 min) so the whole run takes about two minutes;
+Time is compressed (ramps of seconds, lock-out and min run 45 s) so the whole run takes about two minutes;
 the seed's real timings at 2,200 villas are proven in tests/unit/test_dispatch_closed_loop.py.
 """
 
@@ -37,12 +37,12 @@ from tests.infra import Infra, RunningService, start_service, unique, wait_for_r
 
 pytestmark = pytest.mark.integration
 
-VILLAS = 240
+VILLAS = 200
 TELEMETRY_S = 2.0
 OFF_RAMP_S = 8.0
 ON_TAU_S = 6.0
-LOCKOUT_S = 60.0
-ACTIVATION_S = 60.0
+LOCKOUT_S = 45.0
+ACTIVATION_S = 45.0
 
 
 @dataclass
@@ -201,8 +201,8 @@ def dispatch_env() -> dict[str, str]:
         "DISPATCH_LEASE_GRACE_S": "30",
         "DISPATCH_REACTION_STABLE_WINDOW_S": "6",
         "DISPATCH_REACTION_GIVE_UP_S": "40",
-        "DISPATCH_DEFAULT_MIN_RUN_MINUTES": "1",
-        "DISPATCH_DEFAULT_LOCKOUT_MINUTES": "1",
+        "DISPATCH_DEFAULT_MIN_RUN_MINUTES": str(LOCKOUT_S / 60),
+        "DISPATCH_DEFAULT_LOCKOUT_MINUTES": str(LOCKOUT_S / 60),
         "DISPATCH_FOLLOW_PLAN": "false",
     }
 
@@ -315,15 +315,28 @@ async def test_activation_with_replacements_reactions_and_rules(
     )
     reactions = [ReactionMeasured.from_json_bytes(r.value or b"") for r in records]
     compared = within = 0
+    misses: list[tuple[str, float, float | None, float]] = []
     for m in reactions:
         t = truth.get(m.command_id)
         if t is None:
             continue
         for phase, at in (("first", m.first_change_at), ("r50", m.reached_50_at), ("r90", m.reached_90_at)):
             compared += 1
-            if at is not None and abs(at.timestamp() - t[phase]) <= _interval_at(responder.ticks, t[phase]):
+            tolerance = _interval_at(responder.ticks, t[phase])
+            if at is not None and abs(at.timestamp() - t[phase]) <= tolerance:
                 within += 1
+            else:
+                misses.append(
+                    (
+                        phase,
+                        m.expected_change_kw,
+                        None if at is None else at.timestamp() - t[phase],
+                        tolerance,
+                    )
+                )
     assert compared >= 3 * 50
-    assert within / compared >= 0.95, f"{within}/{compared} phases within one telemetry interval"
+    assert within / compared >= 0.95, (
+        f"{within}/{compared} phases within one telemetry interval: {misses[:12]}"
+    )
     unresponsive = {s for s, v in responder.villas.items() if v.behaviour != "ok"}
     assert any(not m.responded for m in reactions if m.site_id in unresponsive)
