@@ -62,12 +62,11 @@ class Villa:
 
     def power(self, t: float) -> float:
         """Electric power at wall time t."""
+        elapsed = max(0.0, t - self.applied)  # a reading stamped just before the command arrived
         if self.state is SgReadyState.BLOCK:
-            return max(0.0, self.from_kw * (1 - (t - self.applied) / OFF_RAMP_S))
+            return max(0.0, self.from_kw * (1 - elapsed / OFF_RAMP_S))
         if self.state is SgReadyState.FORCE_ON:
-            return self.from_kw + (self.run_kw - self.from_kw) * (
-                1 - math.exp(-(t - self.applied) / ON_TAU_S)
-            )
+            return self.from_kw + (self.run_kw - self.from_kw) * (1 - math.exp(-elapsed / ON_TAU_S))
         return self.run_kw if self.running else 0.0
 
     def truth(self, to: SgReadyState) -> dict[str, float]:
