@@ -13,6 +13,7 @@ from hybridpool_shared.messages import QuarterAggregated
 from hybridpool_shared.sitestate import LAST_SEEN_KEY, STATE_INDEX_KEY, SiteLiveState, state_key
 
 FIELD = "json"
+TIMING_KEY = "telemetry:site_timing"  # hash: site_id → "min_run_minutes,lockout_minutes" from the registry
 # One command per batch instead of one per site: redis-py spends far more per pipelined command than Redis.
 # (Multi-key scripts need every key in one slot on Redis Cluster; the platform runs Redis standalone.)
 _WRITE = (
@@ -82,6 +83,26 @@ class LiveStateStore:
             part = ids[start : start + CHUNK]
             keys = [state_key(s) for s in part]
             await self._write(keys=keys, args=[repr(seen_s), *(docs[s] for s in part), *part])
+
+    async def set_timing(self, site_id: str, minutes: tuple[int, int] | None) -> None:
+        """Store (or with None forget) a site's minimum run and lock-out minutes."""
+        if minutes is None:
+            await self.redis.hdel(TIMING_KEY, site_id)
+        else:
+            await self.redis.hset(TIMING_KEY, site_id, f"{minutes[0]},{minutes[1]}")
+
+    async def timings(self, site_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Return the stored minimum run and lock-out minutes of the given sites (one command)."""
+        if not site_ids:
+            return {}
+        raw = await self.redis.hmget(TIMING_KEY, list(site_ids))
+        out = {}
+        for site_id, value in zip(site_ids, raw, strict=True):
+            if value is not None:
+                text = value.decode() if isinstance(value, bytes) else str(value)
+                run, rest = text.split(",")
+                out[site_id] = (int(run), int(rest))
+        return out
 
     async def count_between(self, oldest_s: float, newest_s: float) -> int:
         """Return how many sites last reported within [oldest_s, newest_s] (epoch seconds)."""

@@ -13,13 +13,14 @@ def build(settings: TelemetrySettings) -> Service:
     service = build_service(
         "telemetry",
         settings,
-        consumes=(topics.SITES_TELEMETRY,),
+        consumes=(topics.SITES_TELEMETRY, topics.SITES_REGISTRY),
         produces=(topics.SITES_TELEMETRY_QUARTER,),
     )
     pipeline = TelemetryPipeline(service, settings)
     service.consumer.subscribe_batch(
         topics.SITES_TELEMETRY, pipeline.on_batch, max_records=settings.batch_max_records
     )
+    service.consumer.subscribe(topics.SITES_REGISTRY, pipeline.on_site)
     service.background.extend((pipeline.sweep_forever, pipeline.publish_forever))
     return service
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
 
-from hybridpool_shared.messages import QuarterAggregated, TelemetryReported
+from hybridpool_shared.messages import QuarterAggregated, SiteMasterDataChanged, TelemetryReported
 from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service
 from hybridpool_shared.sitestate import GatewayStatus
@@ -76,6 +76,7 @@ class TelemetryPipeline:
         self.received: dict[str, float] = {}
         # Quarters leave through a queue, so publishing overlaps consuming; a full queue holds the consumer.
         self.outbox: asyncio.Queue[QuarterAggregated] = asyncio.Queue(maxsize=settings.outbox_size)
+        self.timings: dict[str, Timing] = {}  # per site from sites.registry; else the settings' default
         self.last: dict[str, Last] = {}  # this process's sites: it is their only writer (keyed partitions)
         self._last_sweep = time.time()
         reg = service.metrics.registry
@@ -119,14 +120,32 @@ class TelemetryPipeline:
                     await self.outbox.put(q)
 
     async def _warm(self, site_ids: list[str]) -> None:
-        """Load the last state of sites this process has not seen yet (one pipeline)."""
+        """Load the last state and protection times of sites this process has not seen yet."""
         unknown = [s for s in site_ids if s not in self.last]
+        if not unknown:
+            return
         for site_id, state in (await self.store.load(unknown)).items():
             self.last[site_id] = last_of(state)
+        for site_id, (run, rest) in (await self.store.timings(unknown)).items():
+            self.timings[site_id] = Timing(timedelta(minutes=run), timedelta(minutes=rest))
+
+    async def on_site(self, site: SiteMasterDataChanged, _: Delivery) -> None:
+        """Keep a registered site's minimum run and lock-out (HP-Hub 105) for its live state."""
+        if site.deleted:
+            self.timings.pop(site.site_id, None)
+            await self.store.set_timing(site.site_id, None)
+            return
+        self.timings[site.site_id] = Timing(
+            timedelta(minutes=site.min_run_minutes), timedelta(minutes=site.lockout_minutes)
+        )
+        await self.store.set_timing(site.site_id, (site.min_run_minutes, site.lockout_minutes))
 
     async def _write(self, newest: dict[str, tuple[TelemetryReported, Last]]) -> None:
         written_s = time.time()
-        docs = {sid: state_json(msg, last, written_s, self.timing) for sid, (msg, last) in newest.items()}
+        docs = {
+            sid: state_json(msg, last, written_s, self.timings.get(sid, self.timing))
+            for sid, (msg, last) in newest.items()
+        }
         try:
             await self.store.save_json(docs, written_s)
         except Exception:

@@ -18,13 +18,17 @@ from hybridpool_shared import topics
 from hybridpool_shared.messages import (
     AggregateQuality,
     CommandAcknowledged,
+    ControlOption,
     DeadLettered,
     QuarterAggregated,
     SgReadyState,
+    SiteLocation,
+    SiteMasterDataChanged,
     SwitchHeatPump,
 )
 from hybridpool_shared.sitestate import GatewayStatus, SiteLiveState, state_key
 from hybridpool_shared.timeutil import floor_quarter, utc_now
+from services.telemetry.adapters import TIMING_KEY
 from tests.infra import Infra, RunningService, produce, running, unique, wait_for_records
 
 pytestmark = pytest.mark.integration
@@ -266,3 +270,58 @@ async def test_a_closed_quarter_is_published_with_the_apportioned_meter_delta(
     assert agg.quality is AggregateQuality.ESTIMATED  # readings cover only its last minute
     assert agg.energy_kwh == pytest.approx(1.9 * 60 / 190)
     assert agg.energy_apportioned_kwh == pytest.approx(agg.energy_kwh)
+
+
+async def test_registered_protection_times_shape_the_live_state(
+    infra: Infra, pipeline: tuple[RunningService, RunningService, str]
+) -> None:
+    from faststream.kafka import KafkaBroker
+
+    from hybridpool_shared.messaging import publish
+
+    site_id = unique("registered-villa")
+    site = SiteMasterDataChanged(
+        site_id=site_id,
+        changed_at=utc_now(),
+        location=SiteLocation(latitude_deg=55.7, longitude_deg=12.5, price_area="DK2"),
+        hp_heat_power_kw=9.0,
+        hp_electric_power_kw=3.0,
+        boiler_power_kw=30.0,
+        min_run_minutes=20,
+        lockout_minutes=25,
+        control_options=(ControlOption.SG_READY,),
+    )
+    broker = KafkaBroker(infra.kafka_bootstrap)
+    await broker.connect()
+    try:
+        await publish(broker, topics.SITES_REGISTRY, site)
+    finally:
+        await broker.stop()
+    client = aioredis.from_url(infra.redis_url)
+    try:
+        async with asyncio.timeout(30):
+            while not await client.hexists(TIMING_KEY, site_id):
+                await asyncio.sleep(0.2)
+    finally:
+        await client.aclose()
+    at = utc_now() - timedelta(seconds=5)
+    reading = {
+        "site_id": site_id,
+        "measured_at": at.isoformat(),
+        "electric_power_kw": 0.0,
+        "meter_reading_kwh": 50.0,
+        "heat_power_kw": 0.0,
+        "supply_temp_c": 25.0,
+        "return_temp_c": 24.0,
+        "indoor_temp_c": 21.0,
+        "outdoor_temp_c": 3.0,
+        "hp_running": False,
+        "boiler_running": False,
+        "sg_ready_state": 2,
+    }
+    await produce(
+        infra.kafka_bootstrap, topics.SITES_TELEMETRY.name, json.dumps(reading).encode(), site_id.encode()
+    )
+    state = (await _states(infra.redis_url, [site_id]))[site_id]
+    assert state.stopped_since == at
+    assert state.lockout_ends_at == at + timedelta(minutes=25)
