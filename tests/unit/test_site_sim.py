@@ -297,3 +297,11 @@ def test_a_restarted_simulator_never_reports_a_lower_meter() -> None:
         first.step(30.0)  # six hours
     restarted = FleetSim(first.p, first.t, seed=3)
     assert np.all(restarted.meter_kwh >= first.meter_kwh)
+
+
+def test_the_simulated_clock_runs_faster_by_its_speedup() -> None:
+    from services.site_sim.clock import SimClock
+
+    clock = SimClock(start_s=1_000_000.0, speedup=60.0)
+    assert clock.now_s() == pytest.approx(1_000_000.0, abs=5.0)
+    assert clock.real_seconds_until(1_000_000.0 + 600.0) == pytest.approx(10.0, abs=0.1)
