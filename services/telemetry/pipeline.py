@@ -98,6 +98,7 @@ class TelemetryPipeline:
         """Handle a batch: check each reading, update states (one pipeline), publish closed quarters."""
         site_ids = list(dict.fromkeys(msg.site_id for msg, _ in items))
         await self._warm(site_ids)
+        late_before = self.agg.late
         newest: dict[str, tuple[TelemetryReported, Last]] = {}
         counts = dict.fromkeys(Order, 0)
         now, received_s = utc_now(), time.time()
@@ -114,6 +115,8 @@ class TelemetryPipeline:
         await self._write(newest)
         for order, n in counts.items():
             self.readings.labels(outcome=order.value).inc(n)
+        # valid but arriving after their quarter was published: counted, not folded into a closed quarter
+        self.readings.labels(outcome="late_for_quarter").inc(self.agg.late - late_before)
         for site_id in site_ids:
             if site_id in self.agg.sites:
                 for q in self.agg.close_ready(site_id):

@@ -184,3 +184,12 @@ def test_live_state_tracks_running_since_lockout_and_min_run() -> None:
     assert not s3.can_start(stop_at + timedelta(minutes=14))
     assert s3.can_start(stop_at + timedelta(minutes=15))
     assert s3.running_since == T0  # the last run's start is kept for reference
+
+
+def test_a_reading_later_than_its_published_quarter_is_counted_as_late() -> None:
+    t = T0.timestamp()
+    agg = QuarterAggregator(grace_s=0)
+    out = _feed(agg, [Sample(t + 60 * k, float(k)) for k in range(0, 20)])
+    assert [q.interval_start for q in out] == [T0]
+    assert not agg.add("v1", Sample(t + 90, 1.5))
+    assert agg.late == 1
