@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query
@@ -37,7 +38,9 @@ def add_routes(api: FastAPI, sim: FleetSim, clock: SimClock) -> None:
             "electric_power_kw": float(sim.power_kw()[i]),
             "meter_kwh": float(sim.meter_kwh[i]),
             "sg_ready_state": int(sim.sg[i]),
-            "lease_until": None if sim.lease_until[i] != sim.lease_until[i] else float(sim.lease_until[i]),
+            "lease_until": None
+            if math.isnan(sim.lease_until[i])
+            else to_dt(float(sim.lease_until[i])).isoformat(),
             "unresponsive": bool(sim.p.unresponsive[i]),
             "offline": bool(sim.p.offline[i]),
         }
