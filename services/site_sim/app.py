@@ -10,6 +10,7 @@ from services.site_sim.api import add_routes
 from services.site_sim.clock import SimClock
 from services.site_sim.domain.fleet import FleetParams, generate
 from services.site_sim.domain.sim import FleetSim
+from services.site_sim.registration import keep_trying_to_register
 from services.site_sim.runner import SimRunner
 from services.site_sim.settings import SiteSimSettings
 
@@ -39,10 +40,17 @@ def build(settings: SiteSimSettings) -> Service:
         produces=(topics.SITES_TELEMETRY, topics.DISPATCH_ACKS),
     )
     clock = SimClock(utc_now().timestamp() - settings.start_offset_h * 3600.0, settings.speedup)
-    sim = FleetSim(fleet_params(settings), clock.start_s, seed=settings.seed)
+    params = fleet_params(settings)
+    sim = FleetSim(params, clock.start_s, seed=settings.seed)
     runner = SimRunner(service, sim, clock, settings)
     service.consumer.subscribe(topics.DISPATCH_COMMANDS, runner.on_command)
     service.background.append(runner.run)
+    if settings.register_fleet:
+
+        async def register() -> None:
+            await keep_trying_to_register(settings, params.master)
+
+        service.background.append(register)
     add_routes(service.api, sim, clock)
     return service
 

@@ -1,6 +1,6 @@
 """Settings of the site_sim service."""
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from hybridpool_shared.settings import ServiceSettings
@@ -22,3 +22,9 @@ class SiteSimSettings(ServiceSettings):
         default=0.0, ge=0.0, le=24.0 * 366, description="Start the simulated clock this long before now."
     )
     publish_chunk: int = Field(default=2000, ge=1, le=10_000, description="Readings sent concurrently.")
+    register_fleet: bool = Field(default=True, description="Register the fleet via the registry's import.")
+    registry_url: str | None = Field(default=None, description="Unset: the registry `hybridpool up` runs.")
+    registry_client_id: str = Field(default="dev-installer", description="The installer principal.")
+    registry_client_secret: SecretStr | None = Field(
+        default=None, description="Unset: read from the registry's local-development principals file."
+    )
