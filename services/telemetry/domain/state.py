@@ -7,10 +7,11 @@ validating a pydantic SiteLiveState per reading would cost more than everything 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
+
+import orjson
 
 from hybridpool_shared.messages import TelemetryReported
 from hybridpool_shared.sitestate import GatewayStatus, SiteLiveState
@@ -94,7 +95,7 @@ def state_document(r: TelemetryReported, last: Last, received_s: float, timing: 
 
 def state_json(r: TelemetryReported, last: Last, received_s: float, timing: Timing) -> str:
     """Return the SiteLiveState JSON after reading r."""
-    return json.dumps(state_document(r, last, received_s, timing), separators=(",", ":"))
+    return orjson.dumps(state_document(r, last, received_s, timing)).decode()
 
 
 def next_state(
