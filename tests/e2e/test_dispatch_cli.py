@@ -35,6 +35,7 @@ def platform(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                     "SITE_SIM_SITE_PREFIX": prefix,
                     "SITE_SIM_SPEEDUP": SPEEDUP,
                     "SITE_SIM_TELEMETRY_INTERVAL_S": "30",
+                    "SITE_SIM_REGISTER_FLEET": "false",
                 },
             )
         )

@@ -85,6 +85,7 @@ async def test_reactions_match_simulator_ground_truth_and_rules_hold(infra: Infr
         "SITE_SIM_SPEEDUP": str(SPEEDUP),
         "SITE_SIM_TELEMETRY_INTERVAL_S": str(INTERVAL_S),
         "SITE_SIM_PHYSICS_STEP_S": "5",
+        "SITE_SIM_REGISTER_FLEET": "false",  # the test publishes the master data itself
     }
     dispatch_env = {
         "DISPATCH_SITE_PREFIX": prefix,
