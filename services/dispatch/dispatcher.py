@@ -48,7 +48,7 @@ from services.dispatch.adapters import (
 from services.dispatch.domain.clock import EventClock
 from services.dispatch.domain.controller import Action, ActivationLoop, LoopConfig, Release, Resend, Switch
 from services.dispatch.domain.fleet import Fleet, Unit
-from services.dispatch.domain.plan import planned_state
+from services.dispatch.domain.plan import QUARTER_S, planned_state
 from services.dispatch.domain.products import FREQUENCY_PRODUCTS, ActivationSpec
 from services.dispatch.domain.tracking import ReactionTracker, Tracked
 from services.dispatch.metrics import DispatchMetrics
@@ -129,6 +129,7 @@ class Dispatcher:
         self.sent: dict[str, SentCommand] = {}
         self.plans: dict[str, SitePlanComputed] = {}
         self.plan_applied: dict[str, tuple[datetime, SgReadyState]] = {}
+        self.plan_block_since: dict[str, float] = {}
         self.lock = asyncio.Lock()
         self._sem = asyncio.Semaphore(settings.publish_concurrency)
         self._last: dict[str, float] = {}
@@ -527,42 +528,49 @@ class Dispatcher:
             await self.profiles.add(t.site_id, rec, _dt(now))
 
     async def _follow_plan(self, now: float) -> None:
-        """Between activations, put each planned site into its quarter's state (rules permitting)."""
+        """Between activations, put each planned site into its quarter's state (rules permitting).
+
+        A gas period longer than a quarter renews the block's lease each quarter (a new command, the
+        next seq); a block is never held beyond 2 h: then the site is handed back (its next block waits
+        for the minimum run the restart starts).
+        """
         held = {
             s for loop in self.loops.values() for s, a in loop.assignments.items() if a.released_s is None
         }
-        wanted: list[tuple[str, datetime, SgReadyState]] = []
+        wanted: list[tuple[str, datetime, SgReadyState, str, SgReadyState]] = []  # (…, action, planned)
         for site, plan in self.plans.items():
             ps = planned_state(plan, _dt(now))
             if ps is None or site in held or self.plan_applied.get(site) == ps:
                 continue
-            if ps[1] is SgReadyState.NORMAL and site not in self.plan_applied:
-                continue  # never blocked by the plan: nothing to hand back
-            wanted.append((site, *ps))
+            quarter, state = ps
+            since = self.plan_block_since.get(site)
+            if state is SgReadyState.NORMAL:
+                if since is not None:
+                    wanted.append((site, quarter, state, "release", state))
+            elif since is None:
+                wanted.append((site, quarter, state, "block", state))
+            elif now + QUARTER_S - since < MAX_BLOCK.total_seconds() - BLOCK_LEASE_MARGIN_S:
+                wanted.append((site, quarter, state, "renew", state))
+            else:  # the 2 h limit: hand back for the rest of this quarter
+                wanted.append((site, quarter, SgReadyState.NORMAL, "release", state))
         if not wanted:
             return
-        requests = []
-        for site, quarter, state in wanted:
-            u = self.fleet.unit(site)
-            lease = quarter.timestamp() + 900 + self.settings.lease_grace_s + u.lockout_s
-            requests.append(
-                ClaimRequest(
-                    site,
-                    "block" if state is SgReadyState.BLOCK else "release",
-                    PLAN_OWNER,
-                    new_command_id(),
-                    int(lease * 1000),
-                    int(u.min_run_s * 1000),
-                    int(u.lockout_s * 1000),
-                    int(u.free_from_s() * 1000) if state is SgReadyState.BLOCK else 0,
-                )
-            )
+        requests = [
+            self._plan_request(site, quarter, state, action, now)
+            for site, quarter, state, action, _ in wanted
+        ]
         results = await self.safety.claim(requests, int(now * 1000))
         out = []
-        for (site, quarter, state), req, res in zip(wanted, requests, results, strict=True):
+        for (site, quarter, state, action, planned), req, res in zip(wanted, requests, results, strict=True):
             if res.status < 0:
+                if action == "renew":
+                    self.plan_block_since.pop(site, None)  # someone else took the unit: block afresh
                 continue
-            self.plan_applied[site] = (quarter, state)
+            self.plan_applied[site] = (quarter, planned)
+            if action == "block":
+                self.plan_block_since[site] = now
+            elif action == "release":
+                self.plan_block_since.pop(site, None)
             if res.status == 0:
                 continue
             out.append(
@@ -572,12 +580,34 @@ class Dispatcher:
                     seq=res.seq,
                     sg_ready_state=state,
                     issued_at=_dt(now),
-                    valid_until=_dt(min(req.lease_until_ms / 1000, now + MAX_BLOCK.total_seconds() - 60)),
+                    valid_until=_dt(req.lease_until_ms / 1000),
                     activation_id="",
-                    reason=f"plan {self.plans[site].plan_id}",
+                    reason=f"plan {self.plans[site].plan_id}"
+                    + (" (2 h block limit)" if state != planned else ""),
                 )
             )
         await self._publish_commands(out, PLAN_OWNER)
+
+    def _plan_request(
+        self, site: str, quarter: datetime, state: SgReadyState, action: str, now: float
+    ) -> ClaimRequest:
+        u = self.fleet.unit(site)
+        if state is SgReadyState.BLOCK:
+            since = self.plan_block_since.get(site, now)
+            lease = quarter.timestamp() + QUARTER_S + self.settings.lease_grace_s + u.lockout_s
+            lease = min(lease, since + MAX_BLOCK.total_seconds() - BLOCK_LEASE_MARGIN_S)
+        else:
+            lease = now + RELEASE_LEASE_S
+        return ClaimRequest(
+            site,
+            action,
+            PLAN_OWNER,
+            new_command_id(),
+            int(lease * 1000),
+            int(u.min_run_s * 1000),
+            int(u.lockout_s * 1000),
+            int(u.free_from_s() * 1000) if action == "block" else 0,
+        )
 
     def capacity_kw(self, now: float) -> dict[str, float]:
         """Return the up and down capacity that could be switched now (kW)."""

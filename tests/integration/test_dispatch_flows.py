@@ -124,3 +124,38 @@ async def test_fcr_n_follows_the_frequency(infra: Infra, redis: aioredis.Redis) 
     await d.tick()
     blocked = [c for c in sink.commands if c.sg_ready_state is SgReadyState.BLOCK]
     assert 31 <= len(blocked) <= 33  # full 60 kW
+
+
+async def test_plan_renews_a_long_block_but_never_beyond_two_hours(
+    infra: Infra, redis: aioredis.Redis
+) -> None:
+    q0 = floor_quarter(datetime.now(tz=UTC)) + timedelta(hours=1)
+    clock = _Clock(q0.timestamp() + 1)
+    d, sink, prefix = _dispatcher(infra, redis, clock)
+    site = f"{prefix}-v1"
+    d.fleet.observe(site, clock.at - 10, 2.0, True)
+    d.fleet.unit(site).running_since_s = clock.at - 3600
+    d.on_plan(
+        SitePlanComputed(
+            plan_id="gas",
+            site_id=site,
+            first_quarter_start=q0,
+            hp_on=(False,) * 12,
+            expected_hp_power_kw=(0.0,) * 12,
+        )
+    )
+    for k in range(9):
+        clock.at = q0.timestamp() + k * 900 + 1
+        await d.tick()
+    first = sink.commands[0]
+    assert first.sg_ready_state is SgReadyState.BLOCK
+    handed_back = [c for c in sink.commands if c.sg_ready_state is SgReadyState.NORMAL]
+    assert handed_back
+    blocks = [
+        c for c in sink.commands if c.sg_ready_state is SgReadyState.BLOCK and c.seq < handed_back[0].seq
+    ]
+    assert len(blocks) >= 6  # renewed every quarter: a new command with the next seq
+    assert [c.seq for c in sink.commands] == sorted({c.seq for c in sink.commands})
+    assert all(c.valid_until <= first.issued_at + timedelta(hours=2) for c in blocks)
+    assert handed_back[0].reason == "plan gas (2 h block limit)"
+    assert handed_back[0].issued_at < first.issued_at + timedelta(hours=2)
