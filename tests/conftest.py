@@ -32,8 +32,8 @@ def _docker_ok() -> bool:
 
 
 @contextlib.contextmanager
-def _kafka(data_dir: Path) -> Iterator[str]:
-    if bootstrap := os.environ.get("KAFKA_BOOTSTRAP"):
+def _kafka(data_dir: Path, *, use_env: bool = True) -> Iterator[str]:
+    if use_env and (bootstrap := os.environ.get("KAFKA_BOOTSTRAP")):
         yield bootstrap
     elif _docker_ok():
         from testcontainers.kafka import KafkaContainer
@@ -49,8 +49,8 @@ def _kafka(data_dir: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _redis(data_dir: Path) -> Iterator[str]:
-    if url := os.environ.get("REDIS_URL"):
+def _redis(data_dir: Path, *, use_env: bool = True) -> Iterator[str]:
+    if use_env and (url := os.environ.get("REDIS_URL")):
         yield url
     elif _docker_ok():
         from testcontainers.redis import RedisContainer
@@ -65,11 +65,27 @@ def _redis(data_dir: Path) -> Iterator[str]:
             proc.stop()
 
 
+@contextlib.contextmanager
+def _infrastructure(*, use_env: bool) -> Iterator[Infra]:
+    with tempfile.TemporaryDirectory(prefix="hybridpool-test-") as tmp:
+        data_dir = Path(tmp)
+        with (
+            _kafka(data_dir, use_env=use_env) as bootstrap,
+            _redis(data_dir, use_env=use_env) as redis_url,
+        ):
+            asyncio.run(create_topics(bootstrap, all_topics()))
+            yield Infra(kafka_bootstrap=bootstrap, redis_url=redis_url, data_dir=data_dir)
+
+
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
     """The session's broker and Redis, with every catalogue topic created."""
-    with tempfile.TemporaryDirectory(prefix="hybridpool-test-") as tmp:
-        data_dir = Path(tmp)
-        with _kafka(data_dir) as bootstrap, _redis(data_dir) as redis_url:
-            asyncio.run(create_topics(bootstrap, all_topics()))
-            yield Infra(kafka_bootstrap=bootstrap, redis_url=redis_url, data_dir=data_dir)
+    with _infrastructure(use_env=True) as shared:
+        yield shared
+
+
+@pytest.fixture(scope="module")
+def private_infra() -> Iterator[Infra]:
+    """A broker and Redis of a module's own, for tests that write garbage to every topic."""
+    with _infrastructure(use_env=False) as private:
+        yield private

@@ -31,12 +31,13 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def platform(infra: Infra) -> Iterator[dict[str, RunningService]]:
-    """Every service as its own process against the session's broker and Redis."""
+def platform(private_infra: Infra) -> Iterator[dict[str, RunningService]]:
+    """Every service as its own process, on a broker of this module's own: the malformed
+    messages published here on every topic must not reach other tests' readers."""
     started: dict[str, RunningService] = {}
     try:
         for name in SERVICES:
-            started[name] = start_service(name, infra, {"SITE_SIM_SITES": "20"})
+            started[name] = start_service(name, private_infra, {"SITE_SIM_SITES": "20"})
         yield started
     finally:
         for svc in started.values():
@@ -89,8 +90,9 @@ async def _broker(infra: Infra):  # type: ignore[no-untyped-def]
 
 
 async def test_day_ahead_price_becomes_balance_prices(
-    infra: Infra, platform: dict[str, RunningService]
+    private_infra: Infra, platform: dict[str, RunningService]
 ) -> None:
+    infra = private_infra
     site_id = unique("villa")
     broker = await _broker(infra)
     try:
@@ -139,8 +141,9 @@ def _cases() -> list[tuple[str, str]]:
 
 
 async def test_every_consumed_topic_dead_letters_malformed_input(
-    infra: Infra, platform: dict[str, RunningService]
+    private_infra: Infra, platform: dict[str, RunningService]
 ) -> None:
+    infra = private_infra
     pairs = [(name, topic) for name, svc in platform.items() for topic in _consumed_topics(svc)]
     assert len({name for name, _ in pairs}) >= 6, "most services consume something"
     marker = unique("garbage")
