@@ -78,10 +78,20 @@ def _infrastructure(*, use_env: bool) -> Iterator[Infra]:
 
 
 @pytest.fixture(scope="session")
-def infra() -> Iterator[Infra]:
+def shared_infra() -> Iterator[Infra]:
     """The session's broker and Redis, with every catalogue topic created."""
     with _infrastructure(use_env=True) as shared:
         yield shared
+
+
+@pytest.fixture(scope="module")
+def infra(request: pytest.FixtureRequest) -> Infra:
+    """The session's broker and Redis, or a module's own when the module is marked private_infra."""
+    if request.node.get_closest_marker("private_infra"):
+        private: Infra = request.getfixturevalue("private_infra")
+        return private
+    shared: Infra = request.getfixturevalue("shared_infra")
+    return shared
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ import pytest
 
 from tests.infra import Infra, RunningService, start_service, unique
 
-pytestmark = pytest.mark.e2e
+# Dispatch follows every activation on the topic and every site state in Redis: other tests' would interfere.
+pytestmark = [pytest.mark.e2e, pytest.mark.private_infra]
 SPEEDUP = "20"
 
 

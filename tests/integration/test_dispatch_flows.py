@@ -27,7 +27,8 @@ from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.settings import DispatchSettings
 from tests.infra import Infra, unique
 
-pytestmark = pytest.mark.integration
+# Dispatch follows every activation on the topic and every site state in Redis: other tests' would interfere.
+pytestmark = [pytest.mark.integration, pytest.mark.private_infra]
 
 
 class _Sink:

@@ -26,7 +26,8 @@ from services.site_sim.app import master_data
 from services.site_sim.settings import SiteSimSettings
 from tests.infra import Infra, RunningService, start_service, unique, wait_for_records
 
-pytestmark = pytest.mark.integration
+# Dispatch follows every activation on the topic and every site state in Redis: other tests' would interfere.
+pytestmark = [pytest.mark.integration, pytest.mark.private_infra]
 
 SITES = 200
 SPEEDUP = 40.0
