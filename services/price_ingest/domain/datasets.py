@@ -1,6 +1,7 @@
 """The Energi Data Service datasets this service reads, and how each record splits into prices.
 
-Column names follow /work/shared/reference/markets.md (EDS metadata and public client code).
+Column names follow the project reference notes on Energi Data Service (from EDS metadata and public
+client code).
 Assumptions where the sources are thin, kept here so they are easy to revisit:
 - MfrrEnergyActivationMarket: the scheduled-activation marginal prices (mFRRSAUpEUR / mFRRSADownEUR)
   are the mFRR energy prices; the dataset has no DKK columns.
