@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -139,12 +140,32 @@ def _wait_healthy(proc: ManagedProcess, url: str, timeout: float) -> None:
 
 @contextlib.contextmanager
 def running(name: str, infra: Infra, env: Mapping[str, str] | None = None) -> Iterator[RunningService]:
-    """Run a service for the duration of a with-block."""
+    """Run a service for the duration of a with-block; a failure inside it carries the service's log."""
     svc = start_service(name, infra, env)
     try:
         yield svc
+    except BaseException as exc:
+        exc.add_note(f"{name} log:\n" + svc.process.log.read_text()[-4000:])
+        raise
     finally:
         svc.process.stop()
+
+
+async def poll_json(
+    client: httpx.AsyncClient, url: str, ok: Callable[[Any], bool], timeout: float = 60.0
+) -> Any:
+    """GET url until it answers 200 with a JSON body that satisfies ok; fail with the last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await client.get(url)
+        if response.status_code == 200 and ok(body := response.json()):
+            return body
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{url} did not reach the condition in {timeout} s: "
+                f"{response.status_code} {response.text[:300]}"
+            )
+        await asyncio.sleep(0.3)
 
 
 def run(coro: object) -> object:

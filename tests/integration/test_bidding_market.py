@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -30,7 +29,7 @@ from hybridpool_shared.messages import (
 )
 from hybridpool_shared.sitestate import STATE_INDEX_KEY, GatewayStatus, SiteLiveState, state_key
 from hybridpool_shared.timeutil import floor_quarter, utc_now
-from tests.infra import Infra, RunningService, produce, start_service, unique, wait_for_records
+from tests.infra import Infra, RunningService, poll_json, produce, start_service, unique, wait_for_records
 
 pytestmark = pytest.mark.integration
 SITES = 240
@@ -127,18 +126,6 @@ async def _publish_fleet(infra: Infra, prefix: str) -> list[str]:
     return ids
 
 
-async def _poll(client: httpx.AsyncClient, url: str, ok: object, timeout: float = 60.0) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while True:
-        response = await client.get(url)
-        if response.status_code == 200 and ok(response.json()):  # type: ignore[operator]
-            body: dict[str, object] = response.json()
-            return body
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url}: {response.status_code} {response.text[:300]}")
-        await asyncio.sleep(0.3)
-
-
 async def test_fleet_gets_symmetric_bids_cleared_by_market_sim(
     infra: Infra, services: dict[str, RunningService]
 ) -> None:
@@ -146,7 +133,7 @@ async def test_fleet_gets_symmetric_bids_cleared_by_market_sim(
     bidding, market = services["bidding"].url, services["market_sim"].url
     ids = await _publish_fleet(infra, unique("bidfleet"))
     async with httpx.AsyncClient(timeout=120.0) as client:
-        await _poll(client, f"{bidding}/inputs", lambda b: b["registered_sites"] >= SITES)
+        await poll_json(client, f"{bidding}/inputs", lambda b: b["registered_sites"] >= SITES)
         trigger = unique("da-test")
         summary = (await client.post(f"{bidding}/plan/run", params={"trigger": trigger})).json()
         assert summary["plan_id"] == trigger
@@ -178,7 +165,7 @@ async def test_fleet_gets_symmetric_bids_cleared_by_market_sim(
         cleared = [BidCleared.from_json_bytes(r.value or b"") for r in results]
         assert any(c.accepted and c.accepted_mw >= 0.3 for c in cleared)
 
-        seen = await _poll(
+        seen = await poll_json(
             client,
             f"{bidding}/results",
             lambda rows: {r["bid_id"] for r in rows} >= capacity_ids,  # type: ignore[attr-defined]

@@ -9,11 +9,7 @@ telemetry interval for ≥ 95 % of commands, and no command may break a lock-out
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +20,7 @@ from hybridpool_shared.messages import ReactionMeasured, SgReadyState
 from services.dispatch.domain.safety import LoggedCommand, rule_violations
 from services.site_sim.app import master_data
 from services.site_sim.settings import SiteSimSettings
-from tests.infra import Infra, RunningService, start_service, unique, wait_for_records
+from tests.infra import Infra, poll_json, running, unique, wait_for_records
 
 # Dispatch follows every activation on the topic and every site state in Redis: other tests' would interfere.
 pytestmark = [pytest.mark.integration, pytest.mark.private_infra]
@@ -33,28 +29,6 @@ SITES = 200
 SPEEDUP = 40.0
 INTERVAL_S = 30.0  # simulated seconds between readings
 ACTIVATION_S = 900.0  # one quarter-hour, simulated
-
-
-@contextlib.contextmanager
-def _service(name: str, infra: Infra, env: dict[str, str]) -> Iterator[RunningService]:
-    svc = start_service(name, infra, env)
-    try:
-        yield svc
-    except BaseException as exc:
-        exc.add_note(f"{name} log:\n" + svc.process.log.read_text()[-4000:])
-        raise
-    finally:
-        svc.process.stop()
-
-
-async def _poll(client: httpx.AsyncClient, url: str, ok: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = await client.get(url)
-        if r.status_code == 200 and ok(body := r.json()):
-            return body
-        await asyncio.sleep(0.5)
-    raise TimeoutError(f"{url} did not reach the condition in {timeout} s")
 
 
 async def _register(bootstrap: str, prefix: str) -> dict[str, tuple[float, float]]:
@@ -97,9 +71,9 @@ async def test_reactions_match_simulator_ground_truth_and_rules_hold(infra: Infr
         "DISPATCH_RELEASE_STAGGER_STEP_S": "5",
         "DISPATCH_FOLLOW_PLAN": "false",
     }
-    with _service("site_sim", infra, sim_env) as sim, _service("dispatch", infra, dispatch_env) as dsp:
+    with running("site_sim", infra, sim_env) as sim, running("dispatch", infra, dispatch_env) as dsp:
         async with httpx.AsyncClient(base_url=dsp.url, timeout=10) as client:
-            cap = await _poll(client, "/capacity", lambda b: b["up"] > 100 and b["down"] > 100, 60)
+            cap = await poll_json(client, "/capacity", lambda b: b["up"] > 100 and b["down"] > 100, 60)
             ids = []
             for direction in ("up", "down"):
                 body = {
@@ -110,9 +84,9 @@ async def test_reactions_match_simulator_ground_truth_and_rules_hold(infra: Infr
                 }
                 ids.append((await client.post("/activations/test", json=body)).json()["activation_id"])
             reports = [
-                await _poll(client, f"/activations/{a}/report", lambda b: b["finished"], 90) for a in ids
+                await poll_json(client, f"/activations/{a}/report", lambda b: b["finished"], 90) for a in ids
             ]
-            await _poll(client, "/activations", lambda b: all(a["state"] == "finished" for a in b), 90)
+            await poll_json(client, "/activations", lambda b: all(a["state"] == "finished" for a in b), 90)
             log = (await client.get("/commands", params={"limit": 100000})).json()
         async with httpx.AsyncClient(base_url=sim.url, timeout=30) as client:
             truth = {t["command_id"]: t for t in (await client.get("/ground-truth")).json()}
