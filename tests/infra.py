@@ -166,8 +166,3 @@ async def poll_json(
                 f"{response.status_code} {response.text[:300]}"
             )
         await asyncio.sleep(0.3)
-
-
-def run(coro: object) -> object:
-    """Run a coroutine from sync test code."""
-    return asyncio.run(coro)  # type: ignore[arg-type]

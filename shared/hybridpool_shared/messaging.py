@@ -7,7 +7,7 @@ import base64
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from aiokafka import ConsumerRecord
 from faststream import AckPolicy
@@ -37,13 +37,6 @@ class Delivery:
     offset: int
     key: bytes | None
     timestamp_ms: int
-
-
-class Publisher(Protocol):
-    """Anything that can publish a message model to a topic."""
-
-    async def __call__(self, spec: TopicSpec, message: Message) -> None:
-        """Publish message on spec's topic, keyed by its kafka_key."""
 
 
 async def publish(broker: KafkaBroker, spec: TopicSpec, message: Message) -> None:

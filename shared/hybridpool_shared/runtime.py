@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,13 +173,3 @@ def serve(service: Service) -> None:
         timeout_graceful_shutdown=10,
     )
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
-
-
-def skeleton_handler(service_name: str) -> Callable[[Message, Any], Awaitable[None]]:
-    """Return a handler that validates and logs: the place a later feature fills in."""
-    log = logging.getLogger(f"services.{service_name}")
-
-    async def handle(message: Message, delivery: Any) -> None:
-        log.debug("received %s from %s", type(message).__name__, delivery.topic)
-
-    return handle
