@@ -125,6 +125,9 @@ class _Attempts:
         self._counts[key] = self._counts.get(key, 0) + 1
         return self._counts[key]
 
+    def count(self, record: ConsumerRecord[bytes, bytes]) -> int:
+        return self._counts.get((record.topic, record.partition, record.offset), 0)
+
     def done(self, record: ConsumerRecord[bytes, bytes]) -> None:
         self._counts.pop((record.topic, record.partition, record.offset), None)
 
@@ -220,29 +223,55 @@ class Consumer:
         records: list[ConsumerRecord[bytes, bytes]],
         handler: BatchHandler[Any],
     ) -> None:
-        good: list[tuple[Message, Delivery]] = []
+        parsed: list[tuple[ConsumerRecord[bytes, bytes], Message]] = []
         for record in records:
             try:
-                good.append((parse(spec, record), _delivery(record)))
+                parsed.append((record, parse(spec, record)))
             except PermanentError as exc:
                 await self.sink.park(record, exc.kind, exc.reason)
-        if not good:
+        if not parsed:
             return
         try:
-            await handler(good)
+            await handler([(message, _delivery(record)) for record, message in parsed])
         except Exception as exc:
-            await self._retry_or_park(records[0], exc)
+            if self._attempts.failed(records[0]) < MAX_ATTEMPTS:
+                await self._back_off(records[0], exc)
+            self._attempts.done(records[0])
+            await self._handle_one_by_one(spec, parsed, handler)
             return
         self._attempts.done(records[0])
-        self.metrics.processed.labels(topic=spec.name).inc(len(good))
+        self.metrics.processed.labels(topic=spec.name).inc(len(parsed))
+
+    async def _handle_one_by_one(
+        self,
+        spec: TopicSpec,
+        parsed: list[tuple[ConsumerRecord[bytes, bytes], Message]],
+        handler: BatchHandler[Any],
+    ) -> None:
+        """Isolate what keeps failing a batch: each message alone, parking only those that still fail."""
+        for record, message in parsed:
+            try:
+                await handler([(message, _delivery(record))])
+            except Exception as exc:
+                await self.sink.park(record, "retries_exhausted", _describe(exc))
+                continue
+            self.metrics.processed.labels(topic=spec.name).inc()
 
     async def _retry_or_park(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
-        attempts = self._attempts.failed(record)
-        if attempts >= MAX_ATTEMPTS:
+        if self._attempts.failed(record) >= MAX_ATTEMPTS:
             self._attempts.done(record)
-            await self.sink.park(record, "retries_exhausted", f"{type(exc).__name__}: {exc}")
+            await self.sink.park(record, "retries_exhausted", _describe(exc))
             return
+        await self._back_off(record, exc)
+
+    async def _back_off(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+        """Wait, then raise so the broker redelivers from this record on (nothing is committed)."""
+        attempts = self._attempts.count(record)
         self.metrics.retries.labels(topic=record.topic).inc()
         LOGGER.warning("transient failure on %s (attempt %s): %r", record.topic, attempts, exc)
         await asyncio.sleep(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempts))
         raise exc
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -64,3 +64,46 @@ async def test_transient_failure_is_redelivered_and_poison_is_parked(
         ),
     )
     assert "ConnectionError: redis away" in json.loads(parked[0].value)["error"]
+
+
+async def test_a_batch_that_keeps_failing_parks_only_its_poison_and_handles_the_rest(
+    infra: Infra, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(messaging, "BACKOFF_BASE_S", 0.01)
+    before, poison, after = [49.81, 49.82], 49.83, [49.84, 49.85]
+    calls_with_poison = 0
+    handled: set[float] = set()
+    all_handled = asyncio.Event()
+
+    async def handler(batch: list[tuple[FrequencyMeasured, Delivery]]) -> None:
+        nonlocal calls_with_poison
+        ours = [s.frequency_hz for s, _ in batch if s.measured_at > datetime.now(UTC) + timedelta(days=3000)]
+        if poison in ours:
+            calls_with_poison += 1
+            raise ConnectionError("always fails with this one")
+        handled.update(ours)
+        if handled >= {*before, *after}:
+            all_handled.set()
+
+    async with KafkaBroker(infra.kafka_bootstrap) as producer:
+        for hz in (*before, poison, *after):  # published before the consumer starts: one batch
+            await publish(producer, topics.GRID_FREQUENCY, _sample(hz))
+    broker = KafkaBroker(infra.kafka_bootstrap)
+    Consumer(broker, ServiceMetrics("test"), group_id=unique("hybridpool.test")).subscribe_batch(
+        topics.GRID_FREQUENCY, handler
+    )
+    await broker.start()
+    try:
+        await asyncio.wait_for(all_handled.wait(), 60)
+    finally:
+        await broker.stop()
+
+    assert handled == {*before, *after}
+    assert calls_with_poison == messaging.MAX_ATTEMPTS + 1  # five as a batch, once alone
+    parked = await wait_for_records(
+        infra.kafka_bootstrap,
+        topics.GRID_FREQUENCY.dlq,
+        lambda r: json.loads(r.value)["error_kind"] == "retries_exhausted"
+        and "always fails" in json.loads(r.value)["error"],
+    )
+    assert [str(poison) in json.loads(r.value)["payload_text"] for r in parked] == [True]
