@@ -18,12 +18,14 @@ from hybridpool_shared.messages import (
     ReactionMeasured,
     ReservePriceIngested,
     SiteMasterDataChanged,
+    SitePoolMembershipChanged,
 )
 from hybridpool_shared.sitestate import STATE_INDEX_KEY, SiteLiveState, state_key
 from hybridpool_shared.timeutil import QUARTER, require_utc
 
 SITES_KEY = "bidding:sites"
 REACTIONS_KEY = "bidding:reactions"
+EXCLUDED_KEY = "bidding:excluded"  # sites an operator took out of the pool (from pool.membership)
 DONE_KEY = "bidding:done"
 LATEST_KEY = "bidding:latest"
 RESULTS_KEY = "bidding:results"
@@ -124,6 +126,18 @@ class SiteStore:
         raw = await self.redis.hvals(SITES_KEY)
         sites = (SiteMasterDataChanged.from_json_bytes(v) for v in raw)
         return {s.site_id: s for s in sites}
+
+    async def set_membership(self, change: SitePoolMembershipChanged) -> None:
+        """Remember whether an operator keeps the site in the pool."""
+        if change.in_pool:
+            await self.redis.srem(EXCLUDED_KEY, change.site_id)
+        else:
+            await self.redis.sadd(EXCLUDED_KEY, change.site_id)
+
+    async def pooled(self) -> dict[str, SiteMasterDataChanged]:
+        """Return the registered sites that no operator has excluded from the pool."""
+        excluded = {_text(s) for s in await self.redis.smembers(EXCLUDED_KEY)}
+        return {i: s for i, s in (await self.all()).items() if i not in excluded}
 
     async def record_reaction(self, reaction: ReactionMeasured) -> None:
         """Fold a measured reaction into the site's response share (EWMA, 0.2 weight per reaction).

@@ -25,6 +25,7 @@ from hybridpool_shared.messages import (
     ReserveProduct,
     SiteMasterDataChanged,
     SitePlanComputed,
+    SitePoolMembershipChanged,
 )
 from hybridpool_shared.messages.base import utc_key
 from hybridpool_shared.messaging import Delivery
@@ -83,8 +84,8 @@ class Planner:
         return Options(time_limit_s=s.time_limit_s, relative_gap=s.relative_gap, z=s.z)
 
     async def inputs(self, first: datetime, quarters: int) -> Assembled | None:
-        """Gather master data, live state and reactions, and assemble the planner inputs."""
-        masters = await self.sites.all()
+        """Gather master data of the pooled sites, live state and reactions, and assemble the inputs."""
+        masters = await self.sites.pooled()
         states = await adapters.live_states(self.service.redis, list(masters))
         responses = await self.sites.responses(sorted(set(masters) | set(states)))
         return assemble(masters, states, responses, self.book, self.settings, first, quarters)
@@ -299,6 +300,7 @@ def build(settings: BiddingSettings) -> Service:
             topics.PRICES_RESERVE,
             topics.SITES_BALANCE_PRICE,
             topics.SITES_REGISTRY,
+            topics.POOL_MEMBERSHIP,
             topics.MARKET_RESULTS,
             topics.DISPATCH_REACTIONS,
         ),
@@ -325,6 +327,9 @@ def _subscribe(service: Service, planner: Planner) -> None:
     async def on_site(site: SiteMasterDataChanged, _: Delivery) -> None:
         await planner.sites.upsert(site)
 
+    async def on_membership(change: SitePoolMembershipChanged, _: Delivery) -> None:
+        await planner.sites.set_membership(change)
+
     async def on_result(result: BidCleared, _: Delivery) -> None:
         await adapters.save_result(service.redis, result)
 
@@ -335,6 +340,7 @@ def _subscribe(service: Service, planner: Planner) -> None:
     service.consumer.subscribe(topics.PRICES_RESERVE, on_reserve)
     service.consumer.subscribe_batch(topics.SITES_BALANCE_PRICE, on_balance, max_records=2000)
     service.consumer.subscribe(topics.SITES_REGISTRY, on_site)
+    service.consumer.subscribe(topics.POOL_MEMBERSHIP, on_membership)
     service.consumer.subscribe(topics.MARKET_RESULTS, on_result)
     service.consumer.subscribe(topics.DISPATCH_REACTIONS, on_reaction)
 
@@ -354,9 +360,11 @@ def _routes(service: Service, planner: Planner) -> None:
     @api.get("/inputs", tags=["bidding"])
     async def inputs() -> dict[str, Any]:
         masters = await planner.sites.all()
+        pooled = await planner.sites.pooled()
         states = await adapters.live_states(service.redis, list(masters))
         return {
             "registered_sites": len(masters),
+            "excluded_sites": len(masters) - len(pooled),
             "live_states": len(states),
             "spot_quarters": {area: len(v) for area, v in planner.book.spot.items()},
             "reserve_quarters": {f"{a}:{p}": len(v) for (a, p), v in planner.book.reserve.items()},

@@ -19,6 +19,7 @@ from hybridpool_shared.messages import (
     PoolActivated,
     SiteMasterDataChanged,
     SitePlanComputed,
+    SitePoolMembershipChanged,
     TelemetryReported,
 )
 from hybridpool_shared.messaging import Delivery
@@ -55,6 +56,7 @@ def build(settings: DispatchSettings) -> Service:
             topics.SITES_TELEMETRY,
             topics.DISPATCH_ACKS,
             topics.SITES_REGISTRY,
+            topics.POOL_MEMBERSHIP,
             topics.SITES_BALANCE_PRICE,
         ),
         produces=(topics.DISPATCH_COMMANDS, topics.DISPATCH_REACTIONS),
@@ -111,6 +113,10 @@ def _subscribe(service: Service, d: Dispatcher) -> None:
         for msg, _ in batch:
             d.on_master(msg)
 
+    async def membership(batch: list[tuple[SitePoolMembershipChanged, Delivery]]) -> None:
+        for msg, _ in batch:
+            d.on_membership(msg)
+
     async def prices(batch: list[tuple[BalancePriceComputed, Delivery]]) -> None:
         for msg, _ in batch:
             d.on_price(msg)
@@ -121,6 +127,7 @@ def _subscribe(service: Service, d: Dispatcher) -> None:
     service.consumer.subscribe_batch(topics.SITES_TELEMETRY, telemetry, max_records=2000)
     service.consumer.subscribe_batch(topics.DISPATCH_ACKS, acks, max_records=2000)
     service.consumer.subscribe_batch(topics.SITES_REGISTRY, registry)
+    service.consumer.subscribe_batch(topics.POOL_MEMBERSHIP, membership)
     service.consumer.subscribe_batch(topics.SITES_BALANCE_PRICE, prices)
 
 

@@ -30,6 +30,7 @@ from hybridpool_shared.messages import (
     SgReadyState,
     SiteMasterDataChanged,
     SitePlanComputed,
+    SitePoolMembershipChanged,
     SwitchHeatPump,
     TelemetryReported,
 )
@@ -235,6 +236,11 @@ class Dispatcher:
             self.fleet.remove(msg.site_id)
             return
         self.fleet.set_master(msg.site_id, msg.hp_electric_power_kw, msg.min_run_minutes, msg.lockout_minutes)
+
+    def on_membership(self, msg: SitePoolMembershipChanged) -> None:
+        """Keep excluded sites out of activations; plan following hands back any block it holds."""
+        if self.serves(msg.site_id):
+            self.fleet.set_in_pool(msg.site_id, msg.in_pool)
 
     def on_price(self, msg: BalancePriceComputed) -> None:
         """Apply a balance price if its interval is current (or the site has none yet)."""
@@ -540,9 +546,15 @@ class Dispatcher:
         wanted: list[tuple[str, datetime, SgReadyState, str, SgReadyState]] = []  # (…, action, planned)
         for site, plan in self.plans.items():
             ps = planned_state(plan, _dt(now))
-            if ps is None or site in held or self.plan_applied.get(site) == ps:
+            if ps is None or site in held:
                 continue
             quarter, state = ps
+            if not self.fleet.unit(site).in_pool:  # excluded: hand back any block, then leave it alone
+                if site in self.plan_block_since:
+                    wanted.append((site, quarter, SgReadyState.NORMAL, "release", SgReadyState.NORMAL))
+                continue
+            if self.plan_applied.get(site) == ps:
+                continue
             since = self.plan_block_since.get(site)
             if state is SgReadyState.NORMAL:
                 if since is not None:
@@ -616,7 +628,7 @@ class Dispatcher:
         }
         up = down = 0.0
         for u in self.fleet.units.values():
-            if u.site_id in held or not u.online(now):
+            if u.site_id in held or not u.in_pool or not u.online(now):
                 continue
             if u.can_stop(now):
                 up += u.power_kw

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
-from hybridpool_shared.messages import Direction, PoolActivated, ReserveProduct
+from hybridpool_shared.messages import Direction, PoolActivated, ReserveProduct, SitePoolMembershipChanged
 from hybridpool_shared.timeutil import utc_now
 from services.opsroom.adapters import OpsStore, joined, labels
 from services.opsroom.domain import (
@@ -71,6 +71,7 @@ DISPATCH_SUMMARY = (
     "finished",
 )
 PublishActivation = Callable[[PoolActivated], Awaitable[None]]
+PublishMembership = Callable[[SitePoolMembershipChanged], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class Context:
     hub: Broadcaster
     aggregator: Aggregator
     publish_activation: PublishActivation
+    publish_membership: PublishMembership
     fresh: Freshness
     purpose: str
     session_ttl_s: int
@@ -477,6 +479,14 @@ def _action_routes(router: APIRouter, ctx: Context) -> None:
         if site_id not in await _visible(ctx, who):
             await _audit(ctx, who, action, "denied", site_id, "no consent")
             raise HTTPException(404, f"no site {site_id} you may see")
+        change = SitePoolMembershipChanged(
+            site_id=site_id,
+            in_pool=not exclude,
+            changed_at=utc_now(),
+            changed_by=who.principal_id,
+            reason=f"{action} by {who.role} in the ops room",
+        )
+        await ctx.publish_membership(change)  # dispatch and bidding act on the event, not on our set
         await ctx.store.set_excluded(site_id, exclude)
         await _audit(ctx, who, action, "allowed", site_id)
         ctx.hub.poke()

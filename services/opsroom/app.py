@@ -10,7 +10,7 @@ from types import FrameType
 from typing import Any
 
 from hybridpool_shared import topics
-from hybridpool_shared.messages import PoolActivated
+from hybridpool_shared.messages import PoolActivated, SitePoolMembershipChanged
 from hybridpool_shared.runtime import Service, build_service, serve
 from services.opsroom import api
 from services.opsroom.adapters import OpsStore
@@ -41,7 +41,7 @@ def build(settings: OpsroomSettings) -> Service:
         "opsroom",
         settings,
         consumes=CONSUMES,
-        produces=(topics.MARKET_ACTIVATIONS,),
+        produces=(topics.MARKET_ACTIVATIONS, topics.POOL_MEMBERSHIP),
         title="hybridpool ops room",
     )
     store = OpsStore(service.redis)
@@ -60,6 +60,9 @@ def build(settings: OpsroomSettings) -> Service:
     async def publish_activation(message: PoolActivated) -> None:
         await service.publish(topics.MARKET_ACTIVATIONS, message)
 
+    async def publish_membership(message: SitePoolMembershipChanged) -> None:
+        await service.publish(topics.POOL_MEMBERSHIP, message)
+
     async def close_streams_on_stop() -> None:
         chain_stop_signals(hub.close)
 
@@ -74,6 +77,7 @@ def build(settings: OpsroomSettings) -> Service:
         hub=hub,
         aggregator=aggregator,
         publish_activation=publish_activation,
+        publish_membership=publish_membership,
         fresh=fresh,
         purpose=settings.purpose,
         session_ttl_s=settings.session_ttl_s,

@@ -21,6 +21,7 @@ from hybridpool_shared.messages import (
     ReservePriceIngested,
     SiteMasterDataChanged,
     SitePlanComputed,
+    SitePoolMembershipChanged,
     SwitchHeatPump,
     TelemetryReported,
 )
@@ -121,6 +122,13 @@ POOL_PLAN = _topic(
     "HP-or-gas plan per site and quarter-hour.",
     compacted=True,
 )
+POOL_MEMBERSHIP = _topic(
+    "pool.membership",
+    SitePoolMembershipChanged,
+    "site_id",
+    "Sites an operator took out of the pool or put back; the last record per site holds.",
+    compacted=True,
+)
 MARKET_BIDS = _topic("market.bids", BidSubmitted, "bid_id", "Bids sent to the market.")
 MARKET_RESULTS = _topic("market.results", BidCleared, "bid_id", "Clearing results per bid.")
 MARKET_ACTIVATIONS = _topic(
@@ -158,6 +166,7 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     SITES_TELEMETRY_QUARTER,
     SITES_BALANCE_PRICE,
     POOL_PLAN,
+    POOL_MEMBERSHIP,
     MARKET_BIDS,
     MARKET_RESULTS,
     MARKET_ACTIVATIONS,

@@ -31,6 +31,7 @@ class Unit:
     slow: bool = False
     on_power_kw: float = 0.0  # highest power seen running: what switching on adds, without master data
     rated_known: bool = False
+    in_pool: bool = True  # False: an operator excluded the site; it gets no command from dispatch
 
     def free_from_s(self) -> float:
         """Return when the unit may next change state: end of its lock-out (idle) or min run (running)."""
@@ -104,6 +105,10 @@ class Fleet:
     def set_price(self, site_id: str, balance_price_eur_per_mwh: float) -> None:
         """Apply a site's current balance price."""
         self.unit(site_id).balance_price_eur_per_mwh = balance_price_eur_per_mwh
+
+    def set_in_pool(self, site_id: str, in_pool: bool) -> None:
+        """Apply an operator's decision to keep the site in the pool or not."""
+        self.unit(site_id).in_pool = in_pool
 
     def remove(self, site_id: str) -> None:
         """Forget a site that left the registry."""

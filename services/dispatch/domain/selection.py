@@ -67,7 +67,7 @@ def choose_units(
     candidates: list[Unit] = []
     blocked = offline = 0
     for u in units:
-        if u.site_id in exclude or u.slow:
+        if u.site_id in exclude or u.slow or not u.in_pool:
             continue
         if not u.online(now_s):
             offline += 1

@@ -17,6 +17,7 @@ from hybridpool_shared.messages.market import (
     PoolActivated,
     ReserveProduct,
     SitePlanComputed,
+    SitePoolMembershipChanged,
 )
 from hybridpool_shared.messages.prices import (
     DayAheadPriceIngested,
@@ -62,6 +63,7 @@ __all__ = [
     "SiteLocation",
     "SiteMasterDataChanged",
     "SitePlanComputed",
+    "SitePoolMembershipChanged",
     "SwitchHeatPump",
     "TelemetryReported",
     "UtcDatetime",

@@ -57,6 +57,20 @@ class SitePlanComputed(Message):
         return self.first_quarter_start + timedelta(minutes=15 * index)
 
 
+class SitePoolMembershipChanged(Message):
+    """An operator took a site out of the pool or put it back (dispatch and bidding honour it)."""
+
+    site_id: SiteId
+    in_pool: bool = Field(description="False: dispatch sends it no command and bidding plans without it.")
+    changed_at: UtcDatetime
+    changed_by: str = Field(min_length=1, max_length=64, description="The operator who decided it.")
+    reason: str = Field(default="", max_length=500)
+
+    def kafka_key(self) -> bytes:
+        """Key by site: the compacted topic keeps each site's current membership."""
+        return self.site_id.encode()
+
+
 class BidSubmitted(IntervalMessage):
     """A bid was submitted to the market for one period."""
 
