@@ -101,6 +101,7 @@ PRODUCTION_PARTITIONS: dict[str, int] = {
     "sites.balance_price": 24,
     "pool.plan": 24,
     "sites.registry": 12,
+    "pool.membership": 12,
 }
 PRODUCTION_MIN_CONSUMERS = 12
 
