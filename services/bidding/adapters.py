@@ -134,10 +134,9 @@ class SiteStore:
         else:
             await self.redis.sadd(EXCLUDED_KEY, change.site_id)
 
-    async def pooled(self) -> dict[str, SiteMasterDataChanged]:
-        """Return the registered sites that no operator has excluded from the pool."""
-        excluded = {_text(s) for s in await self.redis.smembers(EXCLUDED_KEY)}
-        return {i: s for i, s in (await self.all()).items() if i not in excluded}
+    async def excluded(self) -> set[str]:
+        """Return the sites an operator has taken out of the pool."""
+        return {_text(s) for s in await self.redis.smembers(EXCLUDED_KEY)}
 
     async def record_reaction(self, reaction: ReactionMeasured) -> None:
         """Fold a measured reaction into the site's response share (EWMA, 0.2 weight per reaction).

@@ -84,9 +84,11 @@ class Planner:
         return Options(time_limit_s=s.time_limit_s, relative_gap=s.relative_gap, z=s.z)
 
     async def inputs(self, first: datetime, quarters: int) -> Assembled | None:
-        """Gather master data of the pooled sites, live state and reactions, and assemble the inputs."""
-        masters = await self.sites.pooled()
-        states = await adapters.live_states(self.service.redis, list(masters))
+        """Gather master data, live state and reactions of the pooled sites, and assemble the inputs."""
+        excluded = await self.sites.excluded()
+        masters = {i: m for i, m in (await self.sites.all()).items() if i not in excluded}
+        live = await adapters.live_states(self.service.redis, list(masters))
+        states = {i: s for i, s in live.items() if i not in excluded}
         responses = await self.sites.responses(sorted(set(masters) | set(states)))
         return assemble(masters, states, responses, self.book, self.settings, first, quarters)
 
@@ -360,11 +362,10 @@ def _routes(service: Service, planner: Planner) -> None:
     @api.get("/inputs", tags=["bidding"])
     async def inputs() -> dict[str, Any]:
         masters = await planner.sites.all()
-        pooled = await planner.sites.pooled()
         states = await adapters.live_states(service.redis, list(masters))
         return {
             "registered_sites": len(masters),
-            "excluded_sites": len(masters) - len(pooled),
+            "excluded_sites": len(await planner.sites.excluded()),
             "live_states": len(states),
             "spot_quarters": {area: len(v) for area, v in planner.book.spot.items()},
             "reserve_quarters": {f"{a}:{p}": len(v) for (a, p), v in planner.book.reserve.items()},

@@ -36,11 +36,12 @@ from hybridpool_shared.messages import (
     ReactionMeasured,
     ReserveProduct,
     SitePlanComputed,
+    SitePoolMembershipChanged,
 )
 from hybridpool_shared.sitestate import STATE_INDEX_KEY, SiteLiveState, state_key
 from hybridpool_shared.timeutil import floor_quarter, utc_now
 from hybridpool_shared.topics import TopicSpec
-from tests.infra import Infra, RunningService, produce, start_service, unique
+from tests.infra import Infra, RunningService, produce, start_service, unique, wait_for_records
 
 pytestmark = pytest.mark.e2e
 
@@ -466,8 +467,9 @@ def test_live_value_changes_after_a_test_activation(world: World, page: Page, in
     assert page.inner_text("#ad-verdict") == "compliant"
 
 
-def test_search_exclude_and_audit(world: World, page: Page) -> None:
-    """Search finds a consented site; excluding it is shown and recorded in the audit trail."""
+def test_search_exclude_and_audit(world: World, page: Page, infra: Infra) -> None:
+    """Search finds a consented site; excluding it is shown, published for dispatch and bidding on
+    pool.membership, and recorded in the audit trail."""
     target = world.consented[1]
     page.goto(f"{world.opsroom.url}/#sites")
     page.fill("#site-search", target)
@@ -477,6 +479,15 @@ def test_search_exclude_and_audit(world: World, page: Page) -> None:
     assert page.locator("#sites-table tr").count() == 1
     page.click(f"{row} button[data-action='exclude']")
     page.wait_for_selector(f"{row} button[data-action='include']")
+    published = asyncio.run(
+        wait_for_records(
+            infra.kafka_bootstrap,
+            topics.POOL_MEMBERSHIP.name,
+            lambda r: r.key == target.encode(),
+        )
+    )
+    change = SitePoolMembershipChanged.from_json_bytes(published[0].value)
+    assert (change.in_pool, change.changed_by) == (False, world.operator)
 
     page.goto(f"{world.opsroom.url}/#audit")
     page.wait_for_selector("#audit-table tr")

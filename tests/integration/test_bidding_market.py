@@ -26,6 +26,7 @@ from hybridpool_shared.messages import (
     ReserveProduct,
     SiteLocation,
     SiteMasterDataChanged,
+    SitePoolMembershipChanged,
 )
 from hybridpool_shared.sitestate import STATE_INDEX_KEY, GatewayStatus, SiteLiveState, state_key
 from hybridpool_shared.timeutil import floor_quarter, utc_now
@@ -246,3 +247,48 @@ async def test_market_sim_activates_an_accepted_mfrr_bid_from_replayed_volumes(
         body = (await client.get(f"{services['market_sim'].url}/settlement")).json()
     line = next(x for x in body["lines"] if x["kind"] == "activation" and x["bid_id"] == bid.bid_id)
     assert line["revenue_eur"] == pytest.approx(1.0 * 0.25 * 254.17, abs=0.01)
+
+
+async def test_sites_an_operator_excluded_are_left_out_of_the_plan(
+    infra: Infra, services: dict[str, RunningService]
+) -> None:
+    """pool.membership in_pool=False takes a site out of the next plan; in_pool=True brings it back."""
+    bidding = services["bidding"].url
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        known = (await poll_json(client, f"{bidding}/inputs", lambda b: True))["registered_sites"]
+    ids = await _publish_fleet(infra, unique("exclfleet"))
+    out = set(ids[:12])
+
+    async def membership(site_ids: set[str], in_pool: bool) -> None:
+        for site_id in site_ids:
+            change = SitePoolMembershipChanged(
+                site_id=site_id, in_pool=in_pool, changed_at=utc_now(), changed_by="op-test"
+            )
+            await produce(
+                infra.kafka_bootstrap, topics.POOL_MEMBERSHIP.name, change.to_json_bytes(), change.kafka_key()
+            )
+
+    async def planned_sites(client: httpx.AsyncClient) -> set[bytes]:
+        trigger = unique("da-excl")
+        summary = (await client.post(f"{bidding}/plan/run", params={"trigger": trigger})).json()
+        plans = await wait_for_records(
+            infra.kafka_bootstrap,
+            topics.POOL_PLAN.name,
+            lambda r: json.loads(r.value or b"{}").get("plan_id") == trigger,
+            count=summary["sites"],
+        )
+        return {r.key or b"" for r in plans}
+
+    async with httpx.AsyncClient(timeout=120.0) as client:
+        registered = await poll_json(
+            client, f"{bidding}/inputs", lambda b: b["registered_sites"] >= known + SITES
+        )
+        before = registered["excluded_sites"]
+        await membership(out, False)
+        await poll_json(client, f"{bidding}/inputs", lambda b: b["excluded_sites"] == before + len(out))
+        planned = await planned_sites(client)
+        assert {s.encode() for s in ids[12:]} <= planned
+        assert not {s.encode() for s in out} & planned
+        await membership(out, True)
+        await poll_json(client, f"{bidding}/inputs", lambda b: b["excluded_sites"] == before)
+        assert {s.encode() for s in ids} <= await planned_sites(client)

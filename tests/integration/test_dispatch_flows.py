@@ -18,6 +18,7 @@ from hybridpool_shared.messages import (
     ReserveProduct,
     SgReadyState,
     SitePlanComputed,
+    SitePoolMembershipChanged,
     SwitchHeatPump,
 )
 from hybridpool_shared.timeutil import floor_quarter
@@ -92,6 +93,42 @@ async def test_plan_blocks_gas_quarters_and_hands_back_after_the_lockout(
     await d.tick()
     assert [c.sg_ready_state for c in sink.commands] == [SgReadyState.BLOCK, SgReadyState.NORMAL]
     assert sink.commands[1].issued_at - sink.commands[0].issued_at >= timedelta(minutes=15)
+
+
+async def test_an_excluded_site_is_handed_back_and_left_alone_until_included(
+    infra: Infra, redis: aioredis.Redis
+) -> None:
+    q0 = floor_quarter(datetime.now(tz=UTC)) + timedelta(hours=1)
+    clock = _Clock(q0.timestamp() + 60)
+    d, sink, prefix = _dispatcher(infra, redis, clock)
+    site = f"{prefix}-v1"
+    d.fleet.observe(site, clock.at - 10, 2.0, True)
+    d.fleet.unit(site).running_since_s = clock.at - 3600
+    gas = (False,) * 5
+    d.on_plan(
+        SitePlanComputed(
+            plan_id="gas", site_id=site, first_quarter_start=q0, hp_on=gas, expected_hp_power_kw=(0.0,) * 5
+        )
+    )
+
+    def membership(in_pool: bool) -> SitePoolMembershipChanged:
+        return SitePoolMembershipChanged(
+            site_id=site, in_pool=in_pool, changed_at=datetime.now(tz=UTC), changed_by="op-1"
+        )
+
+    async def tick_at(offset_s: float) -> list[SgReadyState]:
+        clock.at = q0.timestamp() + offset_s
+        await d.tick()
+        return [c.sg_ready_state for c in sink.commands]
+
+    assert await tick_at(60) == [SgReadyState.BLOCK]
+    d.on_membership(membership(False))
+    assert await tick_at(90) == [SgReadyState.BLOCK]  # the hand-back waits for the lock-out
+    assert await tick_at(1805) == [SgReadyState.BLOCK, SgReadyState.NORMAL]
+    assert sink.commands[1].issued_at - sink.commands[0].issued_at >= timedelta(minutes=15)
+    assert await tick_at(2705) == [SgReadyState.BLOCK, SgReadyState.NORMAL]  # a gas quarter, left alone
+    d.on_membership(membership(True))
+    assert await tick_at(3605) == [SgReadyState.BLOCK, SgReadyState.NORMAL, SgReadyState.BLOCK]
 
 
 async def test_fcr_n_follows_the_frequency(infra: Infra, redis: aioredis.Redis) -> None:

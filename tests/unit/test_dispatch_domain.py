@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from hybridpool_shared.messages import Direction, ReserveProduct, SgReadyState
@@ -50,6 +52,20 @@ def test_recent_starts_rotate_the_choice() -> None:
     busy, fresh = _unit("busy", False, 0, 60), _unit("fresh", False, 0, 50)
     busy.starts.extend([NOW - 100, NOW - 200])
     assert choose_units([busy, fresh], Direction.DOWN, 1.0, NOW).picks[0].site_id == "fresh"
+
+
+def test_units_an_operator_excluded_are_never_chosen() -> None:
+    fleet = Fleet()
+    for site, price in (("cheap", 10.0), ("dear", 90.0)):
+        fleet.observe(site, NOW - 3600, 2.0, True)
+        fleet.observe(site, NOW, 2.0, True)
+        fleet.set_price(site, price)
+    fleet.set_in_pool("cheap", False)
+    sel = choose_units(fleet.units.values(), Direction.UP, 4.0, NOW)
+    assert [p.site_id for p in sel.picks] == ["dear"]
+    assert sel.available_kw == 2.0
+    fleet.set_in_pool("cheap", True)
+    assert choose_units(fleet.units.values(), Direction.UP, 1.0, NOW).picks[0].site_id == "cheap"
 
 
 def test_offline_units_are_not_used() -> None:
@@ -183,3 +199,20 @@ def test_long_activation_rotates_blocked_units_before_two_hours() -> None:
     actions = loop.step(NOW + 6900, units)
     assert Release("a", "c1") in actions
     assert [a.site_id for a in actions if isinstance(a, Switch)] == ["b"]
+
+
+def test_tracker_closes_a_given_up_measurement_against_the_level_reached() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.dispatch.domain.tracking import ReactionTracker, Tracked
+
+    t0 = datetime(2026, 1, 15, 9, 31, tzinfo=UTC)
+    tracker = ReactionTracker(timedelta(seconds=40), timedelta(seconds=6))
+    tracker.start(Tracked("c1", "s1", "a1", t0, 0.0, 1.8, (0.0, 0.01, 0.0, 0.01)))
+    for t in range(1, 40, 2):  # rises to 4 kW (tau 6 s), far above the 1.8 kW guessed
+        tracker.on_reading("s1", t0 + timedelta(seconds=t), 4.0 * (1 - math.exp(-t / 6)))
+    assert tracker.finished(t0 + timedelta(seconds=39.5)) == []
+    ((tracked, phases),) = tracker.finished(t0 + timedelta(seconds=40))
+    assert tracked.command_id == "c1"
+    assert phases.reached_90_at is not None
+    assert abs((phases.reached_90_at - t0).total_seconds() - 6 * math.log(10)) < 1.0
