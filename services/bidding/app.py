@@ -285,6 +285,7 @@ def periods_without_bid(assembled: Assembled, outcome: PlanOutcome) -> list[dict
                     "area": area,
                     "product": period.product.product,
                     "start": market.quarter_start(period.first).isoformat(),
+                    "end": market.quarter_start(period.last).isoformat(),
                     "symmetric_mw": round(mw, 3),
                     "reason": reason,
                 }

@@ -297,15 +297,17 @@ def _market_routes(router: APIRouter, ctx: Context) -> None:
         cleared = [joined(b, r) for b, r in rows]
         revenue = sum(capacity_revenue_eur(c) for c in cleared if c.start <= now)
         latest = await ctx.store.latest_plan()
+        bidding_plan = await ctx.bidding.latest_plan()
+        explained = bidding_plan.get("periods_without_bid", [])
         return {
-            "bidding_plan": await ctx.bidding.latest_plan(),
+            "bidding_plan": bidding_plan,
             "plan": None if latest is None else {"plan_id": latest[0], **asdict(pool_plan(latest[1]))},
             "bids": [b | {"result": r} for b, r in rows],
             "revenue_so_far_eur": revenue,
             "accepted": sum(1 for c in cleared if c.accepted),
             "rejected": sum(1 for c in cleared if c.accepted is False),
             "pending": sum(1 for c in cleared if c.accepted is None),
-            "hours_without_bid": hours_without_bid([(c.start, c.end) for c in cleared], now, hi),
+            "hours_without_bid": hours_without_bid([(c.start, c.end) for c in cleared], now, hi, explained),
         }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -174,24 +174,42 @@ def capacity_revenue_eur(bid: ClearedBid) -> float:
     return bid.accepted_mw * bid.price_eur_per_mw_per_h * hours
 
 
-NO_BID_REASON = "no bid on market.bids (bidding publishes no reason yet)"
+NO_BID_REASON = "no bid on market.bids, and bidding's latest plan gives no reason (not in its horizon)"
 
 
 def hours_without_bid(
-    covered: list[tuple[datetime, datetime]], now: datetime, hi: datetime
+    covered: list[tuple[datetime, datetime]],
+    now: datetime,
+    hi: datetime,
+    explained: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, str]]:
-    """Runs of whole hours from the current hour to hi that no bid covers."""
+    """Runs of whole hours from the current hour to hi that no bid covers, each with bidding's why.
+
+    explained holds bidding's periods without a bid (area, product, start, end, reason); an hour
+    takes the reasons of the periods it overlaps, and runs merge only where the reasons agree.
+    """
+    periods = [(datetime.fromisoformat(p["start"]), datetime.fromisoformat(p["end"]), p) for p in explained]
     hour = now.replace(minute=0, second=0, microsecond=0)
     runs: list[dict[str, str]] = []
     while hour < hi:
         end = hour + timedelta(hours=1)
         if not any(s < end and e > hour for s, e in covered):
-            if runs and runs[-1]["end"] == hour.isoformat():
+            reason = _why_no_bid(hour, end, periods)
+            if runs and runs[-1]["end"] == hour.isoformat() and runs[-1]["reason"] == reason:
                 runs[-1]["end"] = end.isoformat()
             else:
-                runs.append({"start": hour.isoformat(), "end": end.isoformat(), "reason": NO_BID_REASON})
+                runs.append({"start": hour.isoformat(), "end": end.isoformat(), "reason": reason})
         hour = end
     return runs
+
+
+def _why_no_bid(
+    hour: datetime, end: datetime, periods: list[tuple[datetime, datetime, Mapping[str, Any]]]
+) -> str:
+    reasons = dict.fromkeys(
+        f"{p['area']} {p['product']}: {p['reason']}" for s, e, p in periods if s < end and e > hour
+    )
+    return "; ".join(reasons) or NO_BID_REASON
 
 
 # Full-activation deadlines per product (seconds), and the 50 % deadline where the product has one.

@@ -175,6 +175,10 @@ def test_messages_from_a_plan_are_valid_and_idempotent() -> None:
     missing = periods_without_bid(built, outcome)
     assert len(missing) + len(capacity) == 24
     assert all(row["symmetric_mw"] < 0.3 and "minimum" in row["reason"] for row in missing)
+    assert all(
+        datetime.fromisoformat(row["end"]) - datetime.fromisoformat(row["start"]) == timedelta(hours=1)
+        for row in missing
+    )
     with pytest.raises(ValueError, match=r"0\.1 MW"):
         BidSubmitted.model_validate({**capacity[0].model_dump(), "capacity_mw": 0.35})
 

@@ -10,6 +10,7 @@ import pytest
 from hybridpool_shared.sitestate import SiteLiveState
 from services.opsroom.domain import (
     GENESIS_HASH,
+    NO_BID_REASON,
     AuditDraft,
     ClearedBid,
     CurvePoint,
@@ -221,6 +222,27 @@ def test_hours_without_bid_are_merged_into_runs() -> None:
     covered = [(NOW, NOW + timedelta(hours=1)), (NOW + timedelta(hours=3), NOW + timedelta(hours=4))]
     runs = hours_without_bid(covered, NOW + timedelta(minutes=20), NOW + timedelta(hours=6))
     assert [(r["start"][11:16], r["end"][11:16]) for r in runs] == [("13:00", "15:00"), ("16:00", "18:00")]
+
+
+def test_hours_without_bid_carry_biddings_reasons_and_split_where_they_differ() -> None:
+    def period(start_h: int, end_h: int, reason: str) -> dict[str, str]:
+        start, end = NOW + timedelta(hours=start_h), NOW + timedelta(hours=end_h)
+        return {
+            "area": "DK2",
+            "product": "fcr_n",
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "reason": reason,
+        }
+
+    explained = [period(1, 2, "0.12 MW < 0.3 MW"), period(2, 3, "0.12 MW < 0.3 MW"), period(3, 4, "fallback")]
+    runs = hours_without_bid([], NOW, NOW + timedelta(hours=5), explained)
+    assert [(r["start"][11:16], r["end"][11:16], r["reason"]) for r in runs] == [
+        ("12:00", "13:00", NO_BID_REASON),
+        ("13:00", "15:00", "DK2 fcr_n: 0.12 MW < 0.3 MW"),
+        ("15:00", "16:00", "DK2 fcr_n: fallback"),
+        ("16:00", "17:00", NO_BID_REASON),
+    ]
 
 
 def test_pool_plan_sums_site_plans_per_quarter() -> None:
