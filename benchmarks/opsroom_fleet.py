@@ -1,13 +1,16 @@
-"""Benchmark: one live-aggregation tick and one sites page over a large fleet on a real Redis.
+"""Benchmark: one live-aggregation tick, one sites page, and event → live value latency on a real Redis.
 
 Run `python -m benchmarks.opsroom_fleet [--sites 10000] [--rounds 10]`; it starts its own redis-server
 on loopback (like `hybridpool up`), prints medians and the size of the per-tick event, and stops it.
+The latency part runs the aggregation loop as the service does (1 s ticks), changes site states in
+Redis and times how long until the pushed overview event shows the change (the page only renders it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import tempfile
@@ -25,7 +28,9 @@ from services.opsroom.domain import Freshness, search_page
 from services.opsroom.live import Aggregator, Broadcaster, LiveState
 
 
-async def _fill(redis: aioredis.Redis, n: int, first: int = 0, step: int = 1) -> list[str]:
+async def _fill(
+    redis: aioredis.Redis, n: int, first: int = 0, step: int = 1, *, running: bool = True
+) -> list[str]:
     now = utc_now()
     ids = [f"villa-{i:05d}" for i in range(first, n, step)]
     async with redis.pipeline(transaction=False) as pipe:
@@ -33,10 +38,10 @@ async def _fill(redis: aioredis.Redis, n: int, first: int = 0, step: int = 1) ->
             state = SiteLiveState(
                 site_id=site_id,
                 measured_at=now - timedelta(seconds=i % 90),
-                electric_power_kw=1.0 + (i % 4) if i % 3 else 0.0,
+                electric_power_kw=1.0 + (i % 4) if running and i % 3 else 0.0,
                 meter_reading_kwh=float(i),
-                hp_running=bool(i % 3),
-                boiler_running=not i % 3,
+                hp_running=running and bool(i % 3),
+                boiler_running=not (running and i % 3),
                 sg_ready_state=2,
                 indoor_temp_c=21.0,
                 outdoor_temp_c=3.0,
@@ -68,12 +73,49 @@ async def _run(url: str, sites: int, rounds: int) -> None:
         await store.balances(found.items)
         await store.reaction_samples(found.items)
         page_ms.append((time.perf_counter() - started) * 1000)
+    latency_ms = await _live_latency(redis, aggregator, sites, rounds)
     await redis.aclose()
     size = len(json.dumps(overview, separators=(",", ":")))
     print(f"sites={sites} rounds={rounds} (a tenth of the sites write a new state before each tick)")
     print(f"aggregation tick: median {statistics.median(tick_ms):.1f} ms (budget per 1 s tick: 1000 ms)")
     print(f"sites page (search over all, 50 rows): median {statistics.median(page_ms):.1f} ms")
     print(f"overview event pushed per tick: {size} bytes (independent of fleet size)")
+    print(
+        f"state change in Redis → overview event pushed: median {statistics.median(latency_ms):.0f} ms, "
+        f"max {max(latency_ms):.0f} ms over {len(latency_ms)} changes (target: on the page within 2,000 ms)"
+    )
+
+
+async def _live_latency(
+    redis: aioredis.Redis, aggregator: Aggregator, sites: int, rounds: int
+) -> list[float]:
+    """Time from writing HPs off in Redis to the first pushed overview that counts them."""
+    loop_task = asyncio.create_task(aggregator.run())
+    latencies = []
+    try:
+        async with aggregator.hub.subscribe() as frames:
+            for r in range(rounds):
+                await asyncio.sleep(0.1 + 0.37 * (r % 3))  # changes land at different points of a tick
+                expected = await _switch_off_share(redis, sites, first=r % 10)
+                started = time.perf_counter()
+                while True:
+                    frame = await asyncio.wait_for(frames.get(), 10)
+                    data = json.loads(frame.split("data: ", 1)[1])
+                    if data["fleet"]["hp_running"] == expected:
+                        break
+                latencies.append((time.perf_counter() - started) * 1000)
+                await _fill(redis, sites)
+    finally:
+        loop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop_task
+    return latencies
+
+
+async def _switch_off_share(redis: aioredis.Redis, sites: int, first: int) -> int:
+    """Write a tenth of the fleet as switched off; return how many HPs then run."""
+    await _fill(redis, sites, first=first, step=10, running=False)
+    return sum(1 for i in range(sites) if i % 3 and (i - first) % 10)
 
 
 def main() -> None:
