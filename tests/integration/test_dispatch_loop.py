@@ -22,6 +22,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from hybridpool_shared import topics
+from hybridpool_shared.domain.reaction import EXPECTED_TRUST_SHARE
 from hybridpool_shared.messages import (
     CommandAcknowledged,
     ReactionMeasured,
@@ -67,11 +68,40 @@ class Villa:
             return self.from_kw + (self.run_kw - self.from_kw) * (1 - math.exp(-elapsed / ON_TAU_S))
         return self.run_kw if self.running else 0.0
 
-    def truth(self, to: SgReadyState) -> dict[str, float]:
-        """Seconds after applying at which the change starts and reaches 50 % and 90 % (no dead time)."""
-        if to is SgReadyState.BLOCK:
-            return {"first": 0.0, "r50": 0.5 * OFF_RAMP_S, "r90": 0.9 * OFF_RAMP_S}
-        return {"first": 0.0, "r50": ON_TAU_S * math.log(2), "r90": ON_TAU_S * math.log(10)}
+
+@dataclass(frozen=True)
+class Applied:
+    """Ground truth of one obeyed switch: when, and the power it moved from and towards."""
+
+    at: float
+    state: SgReadyState
+    from_kw: float
+    to_kw: float
+
+    def seconds_to(self, change_kw: float) -> float | None:
+        """Seconds after applying at which the power had moved by change_kw (None: it never did)."""
+        total = abs(self.to_kw - self.from_kw)
+        if change_kw >= total:
+            return None
+        if self.state is SgReadyState.BLOCK:
+            return OFF_RAMP_S * change_kw / total
+        return -ON_TAU_S * math.log(1 - change_kw / total)
+
+    def phases(self, expected_change_kw: float) -> dict[str, float | None]:
+        """When the change began and reached 50 % and 90 % of the reference change.
+
+        The reference is the expected change dispatch announced, unless the villa's real change is
+        more than EXPECTED_TRUST_SHARE away from it: then the real one (the issue's rule, see
+        hybridpool_shared.domain.reaction). Dispatch cannot know an idle villa's power before it runs:
+        without master data it expects 1.8 kW of villas that really draw 0.5 to 5 kW.
+        """
+        expected, real = abs(expected_change_kw), abs(self.to_kw - self.from_kw)
+        ref = real if abs(real - expected) > EXPECTED_TRUST_SHARE * expected else expected
+        out: dict[str, float | None] = {"first": self.at}
+        for phase, share in (("r50", 0.5), ("r90", 0.9)):
+            secs = self.seconds_to(share * ref)
+            out[phase] = None if secs is None else self.at + secs
+        return out
 
 
 class Responder:
@@ -89,7 +119,7 @@ class Responder:
             self.villas[site] = Villa(
                 site, rated, rng.random() < 0.6, rated * rng.uniform(0.5, 1.0), behaviour
             )
-        self.truth: dict[str, dict[str, float]] = {}
+        self.truth: dict[str, Applied] = {}
         self.hp_events: list[tuple[str, float, bool]] = []  # (site, t, running)
         self.ticks: list[float] = []  # when telemetry was taken: the real intervals under load
         self.stop = asyncio.Event()
@@ -133,7 +163,8 @@ class Responder:
             v.from_kw = v.power(now)
             v.state, v.applied, v.seq = cmd.sg_ready_state, now, cmd.seq
             if cmd.sg_ready_state in (SgReadyState.BLOCK, SgReadyState.FORCE_ON):
-                self.truth[cmd.command_id] = {k: now + s for k, s in v.truth(cmd.sg_ready_state).items()}
+                to_kw = 0.0 if cmd.sg_ready_state is SgReadyState.BLOCK else v.run_kw
+                self.truth[cmd.command_id] = Applied(now, cmd.sg_ready_state, v.from_kw, to_kw)
             runs = cmd.sg_ready_state is SgReadyState.FORCE_ON or (
                 cmd.sg_ready_state is SgReadyState.NORMAL and v.running
             )
@@ -204,10 +235,6 @@ def dispatch_env() -> dict[str, str]:
     }
 
 
-@pytest.mark.quarantine(
-    reason="issue 7: about 1 run in 2, 51 of 384 measured phases land 4–10 s before the responder's "
-    "ground truth (expected change 1.8 kW); the real-site_sim accuracy test passes — cause not yet found"
-)
 async def test_activation_with_replacements_reactions_and_rules(
     infra: Infra, dispatch_env: dict[str, str]
 ) -> None:
@@ -296,25 +323,24 @@ async def test_activation_with_replacements_reactions_and_rules(
     )
     reactions = [ReactionMeasured.from_json_bytes(r.value or b"") for r in records]
     compared = within = 0
-    misses: list[tuple[str, float, float | None, float]] = []
+    misses: list[tuple[str, float, float | None, float | None]] = []
     for m in reactions:
-        t = truth.get(m.command_id)
-        if t is None:
+        applied = truth.get(m.command_id)
+        if applied is None:
             continue
+        expected = applied.phases(m.expected_change_kw)
         for phase, at in (("first", m.first_change_at), ("r50", m.reached_50_at), ("r90", m.reached_90_at)):
             compared += 1
-            tolerance = _interval_at(responder.ticks, t[phase])
-            if at is not None and abs(at.timestamp() - t[phase]) <= tolerance:
+            want = expected[phase]
+            if want is None or at is None:
+                within += want is None and at is None  # never reached, and measured as never reached
+                if want is not None or at is not None:
+                    misses.append((phase, m.expected_change_kw, None, want))
+                continue
+            if abs(at.timestamp() - want) <= _interval_at(responder.ticks, want):
                 within += 1
             else:
-                misses.append(
-                    (
-                        phase,
-                        m.expected_change_kw,
-                        None if at is None else at.timestamp() - t[phase],
-                        tolerance,
-                    )
-                )
+                misses.append((phase, m.expected_change_kw, at.timestamp() - want, want - applied.at))
     assert compared >= 3 * 50
     assert within / compared >= 0.95, (
         f"{within}/{compared} phases within one telemetry interval: {misses[:12]}"

@@ -11,6 +11,7 @@ from hybridpool_shared.domain.reaction import (
     ActivationFacts,
     CurvePoint,
     PowerSample,
+    ReactionPhases,
     ReactionProfile,
     ReactionRecord,
     activation_report,
@@ -129,3 +130,53 @@ def test_shortfall_reason_is_reported_first() -> None:
     assert rep.reasons[0] == "x"
     assert not rep.compliant
     assert rep.curve_csv().splitlines()[0] == "at_utc,seconds_since_start,delivered_kw,requested_kw"
+
+
+def _settles_late(end_s: float, kw: float = 4.0, tau_s: float = 6.0) -> list[PowerSample]:
+    """A HP switched on that rises first-order to kw; readings every 2 s."""
+    return [
+        PowerSample(T0 + timedelta(seconds=t), kw * (1 - math.exp(-t / tau_s)))
+        for t in [1.0 + 2 * i for i in range(int((end_s - 1) / 2) + 1)]
+    ]
+
+
+def test_closing_measurement_takes_the_level_reached_when_the_expected_change_was_a_guess() -> None:
+    # expected 1.8 kW (a guess), the HP settles at 4 kW only ~24 s in: no 3-window plateau by the 40 s give-up
+    samples = _settles_late(39.0)
+
+    def measure(final: bool) -> ReactionPhases:
+        return measure_reaction(
+            T0,
+            0.0,
+            1.8,
+            samples,
+            site_noise_kw=0.01,
+            stable_window=timedelta(seconds=6),
+            give_up_after=timedelta(seconds=40),
+            final=final,
+        )
+
+    assert not measure(False).complete  # a later plateau would still correct the reference
+    closing = measure(True)
+    assert closing.reached_50_at is not None
+    assert closing.reached_90_at is not None
+    assert abs((closing.reached_50_at - T0).total_seconds() - 6 * math.log(2)) < 0.5
+    assert abs((closing.reached_90_at - T0).total_seconds() - 6 * math.log(10)) < 1.0
+    assert closing.stable_at is not None
+
+
+def test_closing_measurement_keeps_the_expected_change_while_power_still_moves() -> None:
+    # a slow ramp still under way at the end is no evidence of where the change ends
+    samples = [PowerSample(T0 + timedelta(seconds=t), 0.05 * t) for t in range(2, 40, 2)]
+    r = measure_reaction(
+        T0,
+        0.0,
+        3.0,
+        samples,
+        site_noise_kw=0.01,
+        stable_window=timedelta(seconds=6),
+        give_up_after=timedelta(seconds=40),
+        final=True,
+    )
+    assert r.reached_50_at == T0 + timedelta(seconds=30)
+    assert r.reached_90_at is None

@@ -30,8 +30,10 @@ class Tracked:
     acknowledged_at: datetime | None = None
     samples: list[PowerSample] = field(default_factory=list)
 
-    def phases(self, give_up_after: timedelta, stable_window: timedelta) -> ReactionPhases:
-        """Return the phases seen so far."""
+    def phases(
+        self, give_up_after: timedelta, stable_window: timedelta, *, final: bool = False
+    ) -> ReactionPhases:
+        """Return the phases seen so far (final: the measurement closes now, whatever it saw)."""
         return measure_reaction(
             self.sent_at,
             self.baseline_kw,
@@ -40,6 +42,7 @@ class Tracked:
             site_noise_kw=noise_kw(self.history_kw),
             stable_window=stable_window,
             give_up_after=give_up_after,
+            final=final,
         )
 
     def record(self, phases: ReactionPhases) -> ReactionRecord:
@@ -99,14 +102,17 @@ class ReactionTracker:
 
     def finished(self, now: datetime) -> list[tuple[Tracked, ReactionPhases]]:
         """Close and return the measurements whose phases are complete (or that timed out)."""
-        done = [(t, t.phases(self.give_up_after, self.stable_window)) for t in self.superseded]
+        done = [(t, t.phases(self.give_up_after, self.stable_window, final=True)) for t in self.superseded]
         self.superseded.clear()
         for site, t in list(self.open.items()):
             phases = t.phases(self.give_up_after, self.stable_window)
-            if phases.complete or now - t.sent_at >= self.give_up_after:
-                done.append((t, phases))
-                del self.open[site]
-                self.by_command.pop(t.command_id, None)
+            if not phases.complete:
+                if now - t.sent_at < self.give_up_after:
+                    continue
+                phases = t.phases(self.give_up_after, self.stable_window, final=True)
+            done.append((t, phases))
+            del self.open[site]
+            self.by_command.pop(t.command_id, None)
         return done
 
 

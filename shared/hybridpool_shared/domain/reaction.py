@@ -77,13 +77,17 @@ def measure_reaction(
     site_noise_kw: float,
     stable_window: timedelta = timedelta(minutes=2),
     give_up_after: timedelta = timedelta(minutes=20),
+    final: bool = False,
 ) -> ReactionPhases:
     """Find first change, 50 %, 90 % and stable after sent_at, relative to the expected change.
 
     Crossings are interpolated between readings. Stable = within 5 % (or the noise) of the change and
-    staying there a whole window. If power went flat (two windows) at a level more than
-    EXPECTED_TRUST_SHARE away from the expected change for PLATEAU_WINDOWS windows, that level becomes
-    the reference.
+    staying there a whole window. If power went flat at a level more than EXPECTED_TRUST_SHARE away
+    from the expected change for PLATEAU_WINDOWS windows, that level becomes the reference. When the
+    measurement closes regardless (`final`, or the readings reach give_up_after) before such a plateau,
+    the level of a flat last window is the reference instead: otherwise a guessed expected change (say
+    1.8 kW for a HP that settles at 4 kW) dates 50 % and 90 % far too early, only because the site
+    settled a little late.
     """
     sign = 1.0 if expected_change_kw >= 0 else -1.0
     after = sorted((s for s in samples if s.at > sent_at), key=lambda s: s.at)
@@ -96,21 +100,24 @@ def measure_reaction(
     stable_at = _stable_at(
         times, moved, size, max(noise_floor, STABLE_BAND_SHARE * size), slack, stable_window
     )
-    if stable_at is None:
-        long_window = PLATEAU_WINDOWS * stable_window
-        flat = _flat_from(after, first, max(noise_floor, STABLE_BAND_SHARE * size), long_window)
-        if flat is not None:
-            plateau = [m for t, m in zip(times, moved, strict=True) if flat <= t <= flat + long_window]
-            level = statistics.fmean(plateau)
-            if level >= noise_floor and abs(level - size) > EXPECTED_TRUST_SHARE * size:
-                size = level  # the expected change was off: the change actually reached is the reference
-                first = _crossing(
-                    times, moved, max(noise_floor, FIRST_CHANGE_SHARE * size), STEP_SHARE * size
-                )
-                band = max(noise_floor, STABLE_BAND_SHARE * size)
-                stable_at = _stable_at(times, moved, size, band, slack, stable_window)
-    observed = after[-1].power_kw - baseline_kw if after else None
     timed_out = bool(after) and after[-1].at - sent_at >= give_up_after
+    if stable_at is None:
+        band = max(noise_floor, STABLE_BAND_SHARE * size)
+        long_window = PLATEAU_WINDOWS * stable_window
+        level: float | None = None
+        flat = _flat_from(after, first, band, long_window)
+        if flat is not None:
+            level = statistics.fmean(
+                m for t, m in zip(times, moved, strict=True) if flat <= t <= flat + long_window
+            )
+        elif final or timed_out:
+            level = _settled_tail(times, moved, first, band, stable_window)
+        if level is not None and level >= noise_floor and abs(level - size) > EXPECTED_TRUST_SHARE * size:
+            size = level  # the expected change was off: the change actually reached is the reference
+            first = _crossing(times, moved, max(noise_floor, FIRST_CHANGE_SHARE * size), STEP_SHARE * size)
+            band = max(noise_floor, STABLE_BAND_SHARE * size)
+            stable_at = _stable_at(times, moved, size, band, slack, stable_window)
+    observed = after[-1].power_kw - baseline_kw if after else None
     return ReactionPhases(
         first_change_at=first,
         reached_50_at=_crossing(times, moved, 0.5 * size) if size > 0 else None,
@@ -189,6 +196,22 @@ def _stable_at(
         if times[i] - at >= window:
             return at
     return None
+
+
+def _settled_tail(
+    times: Sequence[datetime],
+    moved: Sequence[float],
+    since: datetime | None,
+    band: float,
+    window: timedelta,
+) -> float | None:
+    """Return the mean change over the last window if it lies after since and stayed within band."""
+    if since is None or len(times) < 2 or times[-1] - window < since:
+        return None
+    tail = [m for t, m in zip(times[1:], moved[1:], strict=True) if t >= times[-1] - window]
+    if len(tail) < 2 or max(tail) - min(tail) > band:
+        return None
+    return statistics.fmean(tail)
 
 
 def _flat_from(
