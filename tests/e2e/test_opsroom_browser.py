@@ -11,11 +11,12 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -44,6 +45,7 @@ from hybridpool_shared.topics import TopicSpec
 from tests.infra import Infra, RunningService, produce, start_service, unique, wait_for_records
 
 pytestmark = pytest.mark.e2e
+T = TypeVar("T")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -183,14 +185,19 @@ def write_states(redis_url: str, ids: list[str], running: list[bool]) -> None:
 
 
 def send(infra: Infra, records: Sequence[tuple[TopicSpec, Message]]) -> None:
-    """Publish messages as the upstream services would (in a thread: Playwright's loop owns this one)."""
+    """Publish messages as the upstream services would."""
 
     async def all_of_them() -> None:
         for spec, message in records:
             await produce(infra.kafka_bootstrap, spec.name, message.to_json_bytes(), message.kafka_key())
 
+    in_thread(all_of_them())
+
+
+def in_thread(work: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end in a thread of its own: Playwright's loop owns this one."""
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, all_of_them()).result()
+        return pool.submit(asyncio.run, work).result()
 
 
 def market_records(site_id: str, bid_id: str, now: datetime) -> list[tuple[TopicSpec, Message]]:
@@ -479,11 +486,9 @@ def test_search_exclude_and_audit(world: World, page: Page, infra: Infra) -> Non
     assert page.locator("#sites-table tr").count() == 1
     page.click(f"{row} button[data-action='exclude']")
     page.wait_for_selector(f"{row} button[data-action='include']")
-    published = asyncio.run(
+    published = in_thread(
         wait_for_records(
-            infra.kafka_bootstrap,
-            topics.POOL_MEMBERSHIP.name,
-            lambda r: r.key == target.encode(),
+            infra.kafka_bootstrap, topics.POOL_MEMBERSHIP.name, lambda r: r.key == target.encode()
         )
     )
     change = SitePoolMembershipChanged.from_json_bytes(published[0].value)
