@@ -48,36 +48,93 @@ def _ts(value: datetime) -> int:
     return int(require_utc(value).timestamp())
 
 
+def _quarters(start: datetime, minutes: int) -> range:
+    first = _ts(start)
+    return range(first, first + minutes * 60, 900)
+
+
+BOOK_KEY = "bidding:book"  # + ":<kind>:<UTC day>": one hash per kind and day of quarters, expiring
+BOOK_DAYS_KEPT = {"spot": 2, "balance": 2, "reserve": 8}  # days past a quarter's day (reserve: forecasts)
+DAY_S = 86400
+
+
+@dataclass(frozen=True)
+class BookEntry:
+    """One quarter's price as the book keeps it and its Redis copy stores."""
+
+    kind: str  # spot | reserve | balance
+    key: str  # area, area|product, or site id
+    quarter_ts: int
+    value: str  # price, or balance price|COP
+
+    def field(self) -> str:
+        """The hash field: key and quarter."""
+        return f"{self.key}|{self.quarter_ts}"
+
+
 @dataclass
 class Book:
-    """Inputs kept in memory from the topics (prices, balance prices) and results seen."""
+    """Inputs kept in memory from the topics (prices, balance prices); each change is journalled.
+
+    The journal (`pending`) is what a BookStore writes to Redis after the handler, so a restarted
+    service plans with the prices it had, not with none until the next auction.
+    """
 
     spot: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
     reserve: dict[tuple[str, str], dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
     balance: dict[str, dict[int, tuple[float, float]]] = field(default_factory=lambda: defaultdict(dict))
+    pending: list[BookEntry] = field(default_factory=list)
 
     def add_spot(self, price: DayAheadPriceIngested) -> None:
         """Store a spot price (EUR/MWh) on every quarter of its interval (upsert)."""
         if price.price_eur_per_mwh is None:
             return
-        start = _ts(price.interval_start)
-        for q in range(price.interval_minutes // 15):
-            self.spot[price.area][start + q * 900] = price.price_eur_per_mwh
+        for ts in _quarters(price.interval_start, price.interval_minutes):
+            self.apply(BookEntry("spot", price.area, ts, repr(price.price_eur_per_mwh)))
 
     def add_reserve(self, price: ReservePriceIngested) -> None:
         """Store a capacity price (EUR/MW/h) on every quarter of its interval (upsert)."""
         if price.price_eur_per_mw_per_h is None:
             return
-        start = _ts(price.interval_start)
-        key = (price.area, product_name(price.product))
-        for q in range(price.interval_minutes // 15):
-            self.reserve[key][start + q * 900] = price.price_eur_per_mw_per_h
+        key = f"{price.area}|{product_name(price.product)}"
+        for ts in _quarters(price.interval_start, price.interval_minutes):
+            self.apply(BookEntry("reserve", key, ts, repr(price.price_eur_per_mw_per_h)))
 
     def add_balance(self, price: BalancePriceComputed) -> None:
         """Store a site's balance price and COP on every quarter of its interval (upsert)."""
-        start = _ts(price.interval_start)
-        for q in range(price.interval_minutes // 15):
-            self.balance[price.site_id][start + q * 900] = (price.balance_price_eur_per_mwh, price.cop)
+        value = f"{price.balance_price_eur_per_mwh!r}|{price.cop!r}"
+        for ts in _quarters(price.interval_start, price.interval_minutes):
+            self.apply(BookEntry("balance", price.site_id, ts, value))
+
+    def apply(self, entry: BookEntry) -> None:
+        """Apply one entry from a message and journal it for the Redis copy."""
+        self._set(entry, overwrite=True)
+        self.pending.append(entry)
+
+    def restore(self, entry: BookEntry) -> None:
+        """Apply one entry from the Redis copy, unless a message already set that quarter."""
+        self._set(entry, overwrite=False)
+
+    def _set(self, entry: BookEntry, *, overwrite: bool) -> None:
+        target: dict[int, Any]
+        value: Any
+        if entry.kind == "spot":
+            target, value = self.spot[entry.key], float(entry.value)
+        elif entry.kind == "reserve":
+            area, product = entry.key.split("|", 1)
+            target, value = self.reserve[(area, product)], float(entry.value)
+        elif entry.kind == "balance":
+            price, cop = entry.value.split("|", 1)
+            target, value = self.balance[entry.key], (float(price), float(cop))
+        else:
+            raise ValueError(f"unknown book entry kind {entry.kind!r}")
+        if overwrite or entry.quarter_ts not in target:
+            target[entry.quarter_ts] = value
+
+    def take_pending(self) -> list[BookEntry]:
+        """Return and forget the entries not yet written to Redis."""
+        taken, self.pending = self.pending, []
+        return taken
 
     def prune(self, before: datetime) -> None:
         """Forget prices of quarters before a time (keeps memory bounded; reserve keeps a week)."""
@@ -106,6 +163,47 @@ class Book:
             return prices[ts]
         same_time = [k for k in prices if (ts - k) % 86400 == 0 and k < ts]
         return prices[max(same_time)] if same_time else None
+
+
+class BookStore:
+    """The book's copy in Redis: one hash per kind and UTC day, expiring when its quarters are old."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    async def flush(self, book: Book) -> int:
+        """Write the book's pending entries in one pipeline; return how many were written."""
+        entries = book.take_pending()
+        if not entries:
+            return 0
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                expiries: dict[str, int] = {}
+                for e in entries:
+                    day = e.quarter_ts // DAY_S
+                    key = f"{BOOK_KEY}:{e.kind}:{day}"
+                    pipe.hset(key, e.field(), e.value)
+                    expiries[key] = (day + 1 + BOOK_DAYS_KEPT[e.kind]) * DAY_S
+                for key, at in expiries.items():
+                    pipe.expireat(key, at)
+                await pipe.execute()
+        except Exception:
+            book.pending[:0] = entries  # kept for the next flush; the handler's retry writes them again
+            raise
+        return len(entries)
+
+    async def load(self, book: Book, now: datetime) -> int:
+        """Fill the book from Redis (at start); return how many quarters were restored."""
+        today = _ts(now) // DAY_S
+        restored = 0
+        for kind, kept in BOOK_DAYS_KEPT.items():
+            for day in range(today - kept, today + 3):
+                raw = await self.redis.hgetall(f"{BOOK_KEY}:{kind}:{day}")
+                for f, v in raw.items():
+                    key, ts = _text(f).rsplit("|", 1)
+                    book.restore(BookEntry(kind, key, int(ts), _text(v)))
+                restored += len(raw)
+        return restored
 
 
 class SiteStore:

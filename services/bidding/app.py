@@ -32,7 +32,7 @@ from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service, build_service, serve
 from hybridpool_shared.timeutil import COPENHAGEN, floor_quarter, local_day_bounds, utc_now
 from services.bidding import adapters
-from services.bidding.adapters import Book, SiteStore
+from services.bidding.adapters import Book, BookStore, SiteStore
 from services.bidding.assemble import Assembled, assemble
 from services.bidding.domain.inputs import Options, periods
 from services.bidding.domain.planner import PlanOutcome, max_symmetric_plan, plan, pool_sizing
@@ -74,6 +74,7 @@ class Planner:
         self.service = service
         self.settings = settings
         self.book = Book()
+        self.book_store = BookStore(service.redis)
         self.sites = SiteStore(service.redis)
         self.metrics = Metrics(service)
         self.lock = asyncio.Lock()
@@ -310,6 +311,12 @@ def build(settings: BiddingSettings) -> Service:
         produces=(topics.POOL_PLAN, topics.MARKET_BIDS),
     )
     planner = Planner(service, settings)
+
+    async def load_book() -> None:
+        restored = await planner.book_store.load(planner.book, utc_now())
+        LOGGER.info("restored %d priced quarters from Redis", restored)
+
+    service.on_start.append(load_book)
     _subscribe(service, planner)
     _routes(service, planner)
     service.background.append(_loop(planner))
@@ -319,13 +326,16 @@ def build(settings: BiddingSettings) -> Service:
 def _subscribe(service: Service, planner: Planner) -> None:
     async def on_spot(price: DayAheadPriceIngested, _: Delivery) -> None:
         planner.book.add_spot(price)
+        await planner.book_store.flush(planner.book)
 
     async def on_reserve(price: ReservePriceIngested, _: Delivery) -> None:
         planner.book.add_reserve(price)
+        await planner.book_store.flush(planner.book)
 
     async def on_balance(batch: list[tuple[BalancePriceComputed, Delivery]]) -> None:
         for price, _ in batch:
             planner.book.add_balance(price)
+        await planner.book_store.flush(planner.book)
 
     async def on_site(site: SiteMasterDataChanged, _: Delivery) -> None:
         await planner.sites.upsert(site)
