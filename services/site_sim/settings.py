@@ -28,3 +28,19 @@ class SiteSimSettings(ServiceSettings):
     registry_client_secret: SecretStr | None = Field(
         default=None, description="Unset: read from the registry's local-development principals file."
     )
+    owner_id: str = Field(
+        default="dev-owner", max_length=64, description="The homes' owner in the registry ('' for none)."
+    )
+    owner_secret: SecretStr | None = Field(
+        default=None, description="Unset: read from the registry's local-development principals file."
+    )
+    consent_operator_id: str = Field(
+        default="dev-operator",
+        max_length=64,
+        description="The operator the owner lets see the homes' data ('' for nobody).",
+    )
+    consent_share: float = Field(
+        default=0.9, ge=0.0, le=1.0, description="Share of homes whose owner consents; the rest stay private."
+    )
+    consent_purpose: str = Field(default="operations", pattern=r"^[a-z][a-z0-9_.-]{1,39}$")
+    consent_days: float = Field(default=365.0, gt=0.0, le=3650.0, description="How long a consent lasts.")
