@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -62,8 +62,13 @@ def _bins(values: FloatArray, groups: list[str], count: int) -> IntArray:
     return result
 
 
-def build_clusters(fleet: Fleet, options: Options) -> Clusters:
-    """Group online sites (each its own cluster when options.cluster is False)."""
+def build_clusters(fleet: Fleet, options: Options, *, relaxed: bool = False) -> Clusters:
+    """Group online sites (each its own cluster when options.cluster is False).
+
+    relaxed: aggregate so that the cluster model is a relaxation of the per-site problem, its optimum a
+    lower bound of every per-site plan's objective: counts in units of the mean power (power-weighted),
+    the shortest minimum run and lock-out, the most starts, the cheapest boiler and the best response.
+    """
     online = np.flatnonzero(fleet.online)
     if options.cluster:
         keys = _cluster_keys(fleet, options)
@@ -73,7 +78,8 @@ def build_clusters(fleet: Fleet, options: Options) -> Clusters:
         labels = np.arange(online.size)
     cluster_of = np.full(fleet.size, -1, dtype=np.int64)
     cluster_of[online] = labels
-    return _aggregate(fleet, cluster_of, int(labels.max(initial=-1)) + 1)
+    count = int(labels.max(initial=-1)) + 1
+    return _relaxed(fleet, cluster_of, count) if relaxed else _aggregate(fleet, cluster_of, count)
 
 
 def _cluster_keys(fleet: Fleet, options: Options) -> IntArray:
@@ -132,4 +138,37 @@ def _aggregate(fleet: Fleet, cluster_of: IntArray, count: int) -> Clusters:
         balance=mean(fleet.balance),
         storage_kwh=mean(fleet.storage_kwh),
         storage0_kwh=mean(np.minimum(fleet.storage0_kwh, fleet.storage_kwh)),
+    )
+
+
+def _relaxed(fleet: Fleet, cluster_of: IntArray, count: int) -> Clusters:
+    """The clusters of build_clusters(relaxed=True): every per-site plan is feasible for their model."""
+    base = _aggregate(fleet, cluster_of, count)
+    members = cluster_of >= 0
+    idx = cluster_of[members]
+
+    def extreme(values: npt.NDArray[np.generic], pick: np.ufunc, start: float) -> FloatArray:
+        result = np.full((count, *values.shape[1:]), start)
+        pick.at(result, idx, values[members])
+        return result
+
+    power_share = fleet.power_kw / np.maximum(base.power_kw[np.maximum(cluster_of, 0)], 1e-9)
+    horizon = max(1, int(fleet.restrict0_q.max(initial=0)))
+    left = (fleet.restrict0_q[:, None] > np.arange(horizon)[None, :]) * power_share[:, None]
+
+    def total(values: FloatArray) -> FloatArray:
+        result = np.zeros((count, *values.shape[1:]))
+        np.add.at(result, idx, values[members])
+        return result
+
+    return replace(
+        base,
+        min_run_q=extreme(fleet.min_run_q, np.minimum, 1e9).astype(np.int64),
+        lockout_q=extreme(fleet.lockout_q, np.minimum, 1e9).astype(np.int64),
+        max_starts_h=extreme(fleet.max_starts_h, np.maximum, 0).astype(np.int64),
+        on0=total(fleet.on0 * power_share),
+        pre_on=total(left * fleet.on0[:, None]),
+        pre_off=total(left * ~fleet.on0[:, None]),
+        weight=extreme(fleet.availability * fleet.response, np.maximum, 0.0),
+        balance=extreme(fleet.balance, np.minimum, np.inf),
     )

@@ -187,6 +187,7 @@ class Options:
     bid_price_floor_eur_per_mw_h: float = 1.0
     price_energy_only: bool = True
     max_bid_mw: float = 50.0
+    improve_sites: bool = True
 
 
 def quarter_starts(first: datetime, count: int) -> list[datetime]:

@@ -34,6 +34,7 @@ class ModelSolution:
     """What the solver decided, with its quality."""
 
     target_on: FloatArray  # (C, T) running units per cluster
+    store_kwh: FloatArray  # (C, T) pooled thermal store at each quarter's end
     status: str
     objective_eur: float
     bound_eur: float
@@ -87,10 +88,12 @@ def solve(
         raise SolveFailedError(f"solver status {_STATUS.get(status, status)} after {elapsed:.1f} s")
     # --- extract --------------------------------------------------------------------------------
     target = np.array([[var.solution_value() for var in row] for row in v.run]).reshape(-1, horizon)
+    store = np.array([[var.solution_value() for var in row] for row in v.store]).reshape(-1, horizon)
     steps = {key: var.solution_value() for key, (var, _) in reserve.items()}
     objective = solver.Objective()
     return ModelSolution(
         target_on=target,
+        store_kwh=store,
         status=_STATUS.get(status, str(status)),
         objective_eur=objective.Value(),
         bound_eur=objective.BestBound(),

@@ -18,6 +18,7 @@ from services.bidding.domain.bids import (
     energy_bids,
 )
 from services.bidding.domain.clusters import Clusters, build_clusters
+from services.bidding.domain.improve import Requirement, improve
 from services.bidding.domain.inputs import Fleet, FloatArray, Market, Options
 from services.bidding.domain.model import ModelSolution, SolveFailedError, solve
 from services.bidding.domain.sim import SimPlan, simulate
@@ -86,6 +87,30 @@ def revenue_eur(bids: list[CapacityBid], market: Market) -> float:
     return total
 
 
+def relaxation_bound(fleet: Fleet, market: Market, options: Options) -> ModelSolution:
+    """Solve the relaxed cluster LP: its optimum bounds every per-site plan's objective from below.
+
+    The margin rule's μ − z·σ ≤ μ, pooled heat, the shortest rules, the cheapest boiler and the best
+    response per cluster only widen what is allowed, so no plan that passes the checker can do better.
+    """
+    relaxed = replace(options, integer_units=False, model_derate=0.0)
+    return solve(build_clusters(fleet, relaxed, relaxed=True), market, relaxed)
+
+
+def desired_storage(fleet: Fleet, clusters: Clusters, solution: ModelSolution) -> FloatArray:
+    """Each site's share of its cluster's planned store: its start level moved by the cluster's change."""
+    start = np.minimum(fleet.storage0_kwh, fleet.storage_kwh)
+    member = clusters.cluster_of >= 0
+    c = np.maximum(clusters.cluster_of, 0)
+    size = np.maximum(clusters.size, 1)[:, None]
+    change_per_unit = (solution.store_kwh - (clusters.size * clusters.storage0_kwh)[:, None]) / size
+    scale = fleet.storage_kwh / np.maximum(clusters.storage_kwh[c], 1e-9)
+    desired = start[:, None] + change_per_unit[c] * scale[:, None]
+    desired = np.clip(desired, 0.0, fleet.storage_kwh[:, None])
+    result: FloatArray = np.where(member[:, None], desired, start[:, None])
+    return result
+
+
 def plan(fleet: Fleet, market: Market, options: Options, plan_id: str) -> PlanOutcome:
     """Plan the fleet and derive bids; never raises on solver failure (falls back and says so)."""
     began = time.perf_counter()
@@ -98,10 +123,14 @@ def plan(fleet: Fleet, market: Market, options: Options, plan_id: str) -> PlanOu
     except SolveFailedError as exc:
         LOGGER.error("plan %s: solver failed (%s); publishing the greedy fallback plan", plan_id, exc)
         return _fallback(fleet, market, options, plan_id, str(exc), clusters.count, began)
-    sim = simulate(fleet, spot, clusters.cluster_of, solution.target_on)
+    sim = simulate(
+        fleet, spot, clusters.cluster_of, solution.target_on, desired_storage(fleet, clusters, solution)
+    )
     cap = capability(fleet, sim, options)
     price = _bid_price(clusters, market, options, solution)
     cbids = capacity_bids(cap, market, options, price)
+    if options.improve_sites:
+        sim, cap, cbids = _improved(fleet, market, options, spot, sim, cap, cbids, price)
     return PlanOutcome(
         plan_id=plan_id,
         plan=sim,
@@ -120,6 +149,33 @@ def plan(fleet: Fleet, market: Market, options: Options, plan_id: str) -> PlanOu
         reserve_revenue_eur=revenue_eur(cbids, market),
         bid_price_eur_per_mw_h=price,
     )
+
+
+def _improved(
+    fleet: Fleet,
+    market: Market,
+    options: Options,
+    spot: FloatArray,
+    sim: SimPlan,
+    cap: Capability,
+    cbids: list[CapacityBid],
+    price: float,
+) -> tuple[SimPlan, Capability, list[CapacityBid]]:
+    """Re-plan every site on its own, keeping the capability the bids rest on; the better plan wins."""
+    requirement = Requirement(np.zeros_like(sim.on), np.zeros_like(sim.on))
+    areas = np.array(fleet.area)
+    for bid in cbids:
+        rows = areas == bid.area
+        requirement.up[rows, bid.first : bid.last] = cap.up_sites[rows, bid.first : bid.last]
+        requirement.down[rows, bid.first : bid.last] = cap.down_sites[rows, bid.first : bid.last]
+    better = improve(fleet, spot, sim, requirement, options.comfort_penalty_eur_per_kwh)
+    better_cap = capability(fleet, better, options)
+    better_bids = capacity_bids(better_cap, market, options, price)
+    before = energy_cost_eur(fleet, market, sim, options) - revenue_eur(cbids, market)
+    after = energy_cost_eur(fleet, market, better, options) - revenue_eur(better_bids, market)
+    if after <= before:
+        return better, better_cap, better_bids
+    return sim, cap, cbids
 
 
 def _bid_price(clusters: Clusters, market: Market, options: Options, solution: ModelSolution) -> float:

@@ -16,6 +16,7 @@ import numpy.typing as npt
 from services.bidding.domain.inputs import BoolArray, Fleet, FloatArray, IntArray
 
 LONG_AGO = 10_000
+SWAP_BAND = 0.15  # share of the store a unit may be off its planned level before it swaps
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,13 @@ def simulate(
     spot_per_site: FloatArray,
     cluster_of: IntArray | None = None,
     target_on: FloatArray | None = None,
+    desired_kwh: FloatArray | None = None,
 ) -> SimPlan:
-    """Simulate the fleet quarter by quarter following cluster targets, or the greedy rule if none."""
+    """Simulate the fleet quarter by quarter following cluster targets, or the greedy rule if none.
+
+    desired_kwh (n, T): each site's share of its cluster's planned store at each quarter's end; units
+    above their share stop first and units below it start first (by default: the fill fraction).
+    """
     n, horizon = fleet.size, fleet.quarters
     on_now = fleet.on0.copy()
     age = initial_age(fleet)
@@ -111,7 +117,7 @@ def simulate(
                 may_start,
                 forced,
                 greedy,
-                fleet.demand_kw[:, t],
+                None if desired_kwh is None else desired_kwh[:, t],
             )
             stop |= more_stops
             start |= more_starts
@@ -146,7 +152,7 @@ def _follow_targets(
     may_start: BoolArray,
     forced: BoolArray,
     greedy: BoolArray,
-    demand: FloatArray,
+    desired: FloatArray | None,
 ) -> tuple[BoolArray, BoolArray]:
     managed = ~greedy
     clusters = int(target.shape[0])
@@ -156,19 +162,22 @@ def _follow_targets(
     goal = np.rint(target).astype(np.int64)
     excess = np.append(np.maximum(0, counts - goal), 0)
     deficit = np.append(np.maximum(0, goal - counts), 0)
-    fill = storage / np.maximum(fleet.storage_kwh, 1e-9)
-    stop = _pick(may_stop & ~forced & managed, group, -fill - age * 1e-6, excess)
-    start = _pick(may_start & managed, group, fill - age * 1e-6, deficit)
+    capacity = np.maximum(fleet.storage_kwh, 1e-9)
+    fill = storage / capacity
+    ahead = fill if desired is None else (storage - desired) / capacity
+    stop = _pick(may_stop & ~forced & managed, group, -ahead - age * 1e-6, excess)
+    start = _pick(may_start & managed, group, ahead - age * 1e-6, deficit)
     # rotation: a nearly cold idle unit swaps with a well-filled running one (count unchanged), so the
     # cluster's heat stays spread like the optimiser's pooled store assumes
-    needy = may_start & ~start & managed & (fill < 0.3)
-    spare = may_stop & ~forced & ~stop & managed & (fill > 0.6)
+    low, high = (0.3, 0.6) if desired is None else (-SWAP_BAND, SWAP_BAND)
+    needy = may_start & ~start & managed & (ahead < low)
+    spare = may_stop & ~forced & ~stop & managed & (ahead > high)
     swaps = np.minimum(
         np.bincount(group[needy], minlength=clusters + 1), np.bincount(group[spare], minlength=clusters + 1)
     )
     swaps[-1] = 0
-    stop |= _pick(spare, group, -fill, swaps)
-    start |= _pick(needy, group, fill, swaps)
+    stop |= _pick(spare, group, -ahead, swaps)
+    start |= _pick(needy, group, ahead, swaps)
     return stop, start
 
 
