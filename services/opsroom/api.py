@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,6 +46,7 @@ from services.opsroom.registry_client import (
     TokenExpiredError,
 )
 
+LOGGER = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
 
@@ -187,7 +189,12 @@ async def _visible(ctx: Context, who: Operator) -> dict[str, dict[str, Any]]:
 async def _audit(
     ctx: Context, who: Operator, action: str, outcome: str, site_id: str | None = None, detail: str = ""
 ) -> None:
+    """Record in the ops room's own chain, then in the registry's, which auditors read for everything."""
     await ctx.store.audit(AuditDraft(who.principal_id, who.role, action, outcome, site_id, detail), utc_now())
+    try:
+        await ctx.registry.record_operation(who.token, action, outcome, site_id, detail[:2000])
+    except (RegistryUnavailableError, TokenExpiredError) as exc:
+        LOGGER.warning("%s by %s is only in the ops room's audit chain: %s", action, who.principal_id, exc)
 
 
 def _auth_routes(router: APIRouter, ctx: Context) -> None:

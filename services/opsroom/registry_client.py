@@ -148,6 +148,27 @@ class RegistryClient:
         body = response.json()
         return None if body is None else dict(body)
 
+    async def record_operation(
+        self, token: str, action: str, outcome: str, site_id: str | None, detail: str
+    ) -> None:
+        """Append the operator's action to the registry's audit chain (the one auditors read)."""
+        body = {
+            "source": "opsroom",
+            "action": action,
+            "outcome": outcome,
+            "site_id": site_id,
+            "detail": detail,
+        }
+        response = await self._call(
+            "POST", "/audit/operations", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+        if response.status_code == 401:
+            raise TokenExpiredError("registry token expired")
+        if response.status_code != 201:
+            raise RegistryUnavailableError(
+                f"registry /audit/operations answered {response.status_code}: {response.text[:200]}"
+            )
+
     def forget(self, token: str) -> None:
         """Drop cached lookups of a token (after an action the operator expects to see at once)."""
         for key in [k for k in self._visible if k[0] == token]:

@@ -25,6 +25,7 @@ from services.registry.domain import (
     AuditEntry,
     Consent,
     ConsentGrant,
+    OperationRecordIn,
     Principal,
     Purpose,
     Role,
@@ -464,6 +465,16 @@ def _audit_routes(router: APIRouter, registry: Registry) -> None:
         total = await registry.store.audit_length()
         await registry.audit([AuditEntry(who.id, who.role, Action.AUDIT_READ, "allowed", site_id)])
         return AuditPage(records=records, next_seq=next_seq, total=total)
+
+    @router.post("/audit/operations", tags=["audit"], status_code=201)
+    async def record_operation(body: OperationRecordIn, who: Caller) -> dict[str, str]:
+        """Append an operator's action in another system (e.g. the ops room) to the one audit chain."""
+        await registry.require_role(who, Action.OPERATION_RECORD)
+        action = f"{body.source}:{body.action}"
+        await registry.audit(
+            [AuditEntry(who.id, who.role, action, body.outcome, body.site_id, "", body.detail)]
+        )
+        return {"recorded": action}
 
     @router.get("/audit/verify", tags=["audit"], response_model=ChainVerification)
     async def verify(who: Caller) -> ChainVerification:

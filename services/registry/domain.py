@@ -43,6 +43,7 @@ class Action(StrEnum):
     CONSENT_GRANT = "consent.grant"
     CONSENT_REVOKE = "consent.revoke"
     AUDIT_READ = "audit.read"
+    OPERATION_RECORD = "operation.record"
     LOGIN = "login"
 
 
@@ -143,7 +144,15 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
         {Action.SITE_CREATE, Action.SITE_UPDATE, Action.SITE_DELETE, Action.SITE_READ}
         | {Action.SITE_IMPORT, Action.SITE_EXPORT}
     ),
-    Role.OPERATOR: frozenset({Action.SITE_READ, Action.OPS_READ, Action.SETTINGS_WRITE, Action.STATUS_WRITE}),
+    Role.OPERATOR: frozenset(
+        {
+            Action.SITE_READ,
+            Action.OPS_READ,
+            Action.SETTINGS_WRITE,
+            Action.STATUS_WRITE,
+            Action.OPERATION_RECORD,
+        }
+    ),
     Role.AUDITOR: frozenset({Action.AUDIT_READ}),
     Role.USER: frozenset(
         {Action.SITE_READ, Action.OPS_READ, Action.SETTINGS_WRITE}
@@ -206,6 +215,19 @@ def record_hash(fields: dict[str, Any]) -> str:
     body = {k: v for k, v in fields.items() if k != "hash"}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class OperationRecordIn(Strict):
+    """An operator's action taken in another system (e.g. the ops room), for the one audit chain."""
+
+    source: str = Field(pattern=r"^[a-z][a-z0-9_]{1,19}$", description="The system, e.g. opsroom.")
+    action: str = Field(
+        pattern=r"^[a-z][a-z0-9_.-]{1,42}$",
+        description="What was done, e.g. site.exclude (source:action fits an audit record's 64).",
+    )
+    outcome: Literal["allowed", "denied", "error"] = "allowed"
+    site_id: SiteId | None = None
+    detail: str = Field(default="", max_length=2000)
 
 
 @dataclass(frozen=True)

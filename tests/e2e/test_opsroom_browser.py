@@ -27,6 +27,7 @@ from hybridpool_cli.infra import free_port
 from hybridpool_shared import topics
 from hybridpool_shared.messages import (
     AggregateQuality,
+    AuditRecorded,
     BalancePriceComputed,
     BidCleared,
     BidSubmitted,
@@ -493,6 +494,17 @@ def test_search_exclude_and_audit(world: World, page: Page, infra: Infra) -> Non
     )
     change = SitePoolMembershipChanged.from_json_bytes(published[0].value)
     assert (change.in_pool, change.changed_by) == (False, world.operator)
+    in_registry = in_thread(
+        wait_for_records(
+            infra.kafka_bootstrap,
+            topics.AUDIT_LOG.name,
+            lambda r: (
+                (a := AuditRecorded.from_json_bytes(r.value or b"")).site_id == target
+                and a.action == "opsroom:site.exclude"
+            ),
+        )
+    )
+    assert AuditRecorded.from_json_bytes(in_registry[0].value or b"").actor_id == world.operator
 
     page.goto(f"{world.opsroom.url}/#audit")
     page.wait_for_selector("#audit-table tr")

@@ -144,6 +144,12 @@ ENDPOINTS: dict[str, tuple[str, str, Any, set[str]]] = {
     "revoke consent": ("DELETE", "/sites/{s}/consents/op-a/balance", None, {"owner-a"}),
     "read audit": ("GET", "/audit?limit=5", None, {"aud"}),
     "verify audit": ("GET", "/audit/verify", None, {"aud"}),
+    "record operation": (
+        "POST",
+        "/audit/operations",
+        lambda s: {"source": "opsroom", "action": "site.exclude", "site_id": s},
+        {"op-a", "op-b"},
+    ),
     "import sites": ("POST", "/sites/import", lambda s: [site_body(unique("imp"))], {"inst-a", "inst-b"}),
     "export sites": ("GET", "/sites/export", None, {"inst-a", "inst-b"}),
 }
@@ -179,6 +185,19 @@ async def test_denials_are_audited(api: Api) -> None:
     page = (await api.call("aud", "GET", f"/audit?site_id={site_id}&limit=1000")).json()
     denied = [r for r in page["records"] if r["outcome"] == "denied"]
     assert [(r["actor_id"], r["action"]) for r in denied] == [("op-b", "operational.read")]
+
+
+async def test_operations_recorded_elsewhere_join_the_one_audit_chain(api: Api) -> None:
+    site_id = await make_site(api)
+    record = {"source": "opsroom", "action": "site.exclude", "site_id": site_id, "detail": "noisy meter"}
+    assert (await api.call("op-a", "POST", "/audit/operations", json=record)).status_code == 201
+    bad = {**record, "action": "Site Exclude; DROP"}
+    assert (await api.call("op-a", "POST", "/audit/operations", json=bad)).status_code == 422
+    page = (await api.call("aud", "GET", f"/audit?site_id={site_id}&actor_id=op-a")).json()
+    assert [(r["action"], r["role"], r["detail"]) for r in page["records"]] == [
+        ("opsroom:site.exclude", "operator", "noisy meter")
+    ]
+    assert (await api.call("aud", "GET", "/audit/verify")).json()["ok"] is True
 
 
 async def test_operational_reads_and_writes_are_audited_with_purpose(api: Api) -> None:
