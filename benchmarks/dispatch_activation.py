@@ -64,6 +64,7 @@ async def one_run(bootstrap: str, redis_url: str, sites: int, run: int) -> tuple
         site = f"{prefix}-v{i:06d}"
         d.fleet.observe(site, now - 10, UNIT_KW, True)
         d.fleet.unit(site).running_since_s = now - 3600
+    await d.warm_partitions()  # a running service has done this within seconds of learning its sites
     start = datetime.fromtimestamp(now, tz=UTC)
     activation = PoolActivated(
         activation_id=f"{prefix}-act",

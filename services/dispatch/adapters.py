@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
+import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
@@ -193,7 +194,7 @@ class CommandLog:
             return
         pipe = self.redis.pipeline(transaction=False)
         for start in range(0, len(entries), LOG_CHUNK):
-            body = json.dumps(list(entries[start : start + LOG_CHUNK]), default=str)
+            body = orjson.dumps(list(entries[start : start + LOG_CHUNK]), default=str)
             pipe.xadd(self.key, {"json": body}, maxlen=self.max_len, approximate=True)
         await pipe.execute()
 
@@ -254,6 +255,21 @@ class CommandPublisher:
     async def start(self) -> None:
         """Connect now rather than on the first command."""
         await self._started()
+
+    async def warm(self, keys: Iterable[bytes]) -> int:
+        """Compute the partitions of sites not seen yet, ahead of a burst; return how many were new.
+
+        The default partitioner's murmur2 is pure Python (~10 us a key): 0.1 s of CPU at 10,000 sites,
+        better spent while no activation waits.
+        """
+        fresh = [k for k in keys if k not in self._partition_of]
+        if not fresh:
+            return 0
+        producer = await self._started()
+        partitions = sorted(await producer.partitions_for(DISPATCH_COMMANDS.name))
+        for key in fresh:
+            self._partition_of[key] = self._partitioner(key, partitions, partitions)
+        return len(fresh)
 
     async def publish_many(
         self, messages: Sequence[SwitchHeatPump], on_confirmed: Callable[[SwitchHeatPump], None] | None = None

@@ -40,6 +40,7 @@ from hybridpool_shared.topics import TopicSpec
 from services.dispatch.adapters import (
     CLAIM_CHUNK,
     ClaimRequest,
+    ClaimResult,
     CommandLog,
     CommandPublisher,
     ProfileStore,
@@ -305,6 +306,13 @@ class Dispatcher:
                 await self._follow_plan(now)
             if self._due("capacity", now, CAPACITY_EVERY_S):
                 self._update_capacity(now)
+                await self.warm_partitions()
+
+    async def warm_partitions(self) -> int:
+        """Work out the command partition of every site not yet seen, before an activation needs it."""
+        if self.commands_out is None:
+            return 0
+        return await self.commands_out.warm(site.encode() for site in self.fleet.units)
 
     def _due(self, name: str, now: float, every: float) -> bool:
         if now - self._last.get(name, 0.0) >= every:
@@ -346,7 +354,8 @@ class Dispatcher:
         return until
 
     async def _switch(self, loop: ActivationLoop, switches: Sequence[Switch], now: float) -> None:
-        """Claim and publish in chunks, so one chunk is on the wire while Redis checks the next.
+        """Claim and publish in chunks: every chunk's claim is queued on Redis at once, so Redis checks
+        the next chunks while this process builds and publishes the commands of the first.
 
         The garbage collector is paused for the burst: thousands of new objects would otherwise trigger
         full collections in the middle of the one moment where latency counts.
@@ -355,22 +364,34 @@ class Dispatcher:
         if paused:
             gc.disable()
         try:
+            chunks = [switches[i : i + CLAIM_CHUNK] for i in range(0, len(switches), CLAIM_CHUNK)]
+            claims = []
+            for chunk in chunks:
+                requests, leases = self._switch_requests(loop, chunk, now)
+                task = asyncio.create_task(self.safety.claim(requests, int(now * 1000)))
+                claims.append((chunk, requests, leases, task))
             sending = []
-            for start in range(0, len(switches), CLAIM_CHUNK):
-                out = await self._claim_switches(loop, switches[start : start + CLAIM_CHUNK], now)
-                sending.append(asyncio.create_task(self._publish_commands(out, loop.spec.activation_id)))
-            await asyncio.gather(*sending)
+            try:
+                for chunk, requests, leases, task in claims:
+                    out = self._switch_commands(loop, chunk, requests, leases, await task, now)
+                    sending.append(asyncio.create_task(self._publish_commands(out, loop.spec.activation_id)))
+            finally:
+                # claims already queued take effect in Redis whatever happens here: never leave them dangling
+                await asyncio.gather(*(task for *_, task in claims), return_exceptions=True)
+                await asyncio.gather(*sending)
         finally:
             if paused:
                 gc.enable()
 
-    async def _claim_switches(
+    def _switch_requests(
         self, loop: ActivationLoop, switches: Sequence[Switch], now: float
-    ) -> list[SwitchHeatPump]:
+    ) -> tuple[list[ClaimRequest], list[float]]:
+        """Return the claim (fresh command id, lease, rules) of each switch, and its lease end."""
         owner = loop.spec.activation_id
+        unit = self.fleet.unit
         requests, leases = [], []
         for sw in switches:
-            u = self.fleet.unit(sw.site_id)
+            u = unit(sw.site_id)
             lease = self._lease_until(loop, u, sw.state, now)
             leases.append(lease)
             requests.append(
@@ -385,10 +406,26 @@ class Dispatcher:
                     int(u.free_from_s() * 1000),
                 )
             )
-        results = await self.safety.claim(requests, int(now * 1000))
+        return requests, leases
+
+    def _switch_commands(
+        self,
+        loop: ActivationLoop,
+        switches: Sequence[Switch],
+        requests: Sequence[ClaimRequest],
+        leases: Sequence[float],
+        results: Sequence[ClaimResult],
+        now: float,
+    ) -> list[SwitchHeatPump]:
+        """Turn granted claims into commands (refusals and duplicates are recorded, not sent)."""
+        owner = loop.spec.activation_id
+        issued = _dt(now)
+        reason = f"{loop.spec.product.value} {loop.spec.direction.value}"
+        until: dict[float, datetime] = {}  # most leases of a burst end at the same instant
+        unit = self.fleet.unit
         out: list[SwitchHeatPump] = []
         for sw, req, res, lease in zip(switches, requests, results, leases, strict=True):
-            u = self.fleet.unit(sw.site_id)
+            u = unit(sw.site_id)
             if res.status < 0:
                 loop.on_refused(sw.site_id, res.reason, now)
                 self.metrics.commands.labels(event="refused").inc()
@@ -396,16 +433,18 @@ class Dispatcher:
             loop.on_sent(sw, res.command_id, now, u.power_kw)
             if res.status == 0:
                 continue  # another worker (or an earlier delivery) already switched this unit
+            valid_until = until.get(lease)
+            if valid_until is None:
+                valid_until = until[lease] = _dt(lease)
             msg = SwitchHeatPump(
                 command_id=req.command_id,
                 site_id=sw.site_id,
                 seq=res.seq,
                 sg_ready_state=sw.state,
-                issued_at=_dt(now),
-                valid_until=_dt(lease),
+                issued_at=issued,
+                valid_until=valid_until,
                 activation_id=owner,
-                reason=f"{loop.spec.product.value} {loop.spec.direction.value}"
-                + (f" replacing {sw.replaces}" if sw.replaces else ""),
+                reason=f"{reason} replacing {sw.replaces}" if sw.replaces else reason,
             )
             out.append(msg)
             expected = -u.power_kw if sw.state is SgReadyState.BLOCK else sw.expected_kw
@@ -414,7 +453,7 @@ class Dispatcher:
                     msg.command_id,
                     sw.site_id,
                     owner,
-                    msg.issued_at,
+                    issued,
                     u.power_kw,
                     expected,
                     tuple(u.recent_power_kw),
