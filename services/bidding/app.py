@@ -136,7 +136,7 @@ class Planner:
             potential = await asyncio.to_thread(
                 max_symmetric_plan, assembled.fleet, assembled.market, self.options()
             )
-            sizing = pool_sizing(assembled.fleet, potential, self.settings.min_bid_fcr_mw)
+            sizing = pool_sizing(assembled.fleet, potential, self.settings.min_bid_fcr_n_mw)
             await adapters.save_latest(redis, "sizing", {"plan_id": outcome.plan_id, **asdict(sizing)})
         return summary
 

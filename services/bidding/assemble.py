@@ -147,8 +147,8 @@ def _market(
 ) -> Market:
     starts = quarter_starts(first, quarters)
     products = {
-        "DK1": ProductRule("fcr_dk1", 4, settings.min_bid_fcr_mw),
-        "DK2": ProductRule("fcr_n", 1, settings.min_bid_fcr_mw),
+        "DK1": ProductRule("fcr_dk1", 4, settings.min_bid_fcr_dk1_mw),
+        "DK2": ProductRule("fcr_n", 1, settings.min_bid_fcr_n_mw),
     }
     spot, reserve = {}, {}
     fallback_spot = synthetic_spot(first, quarters, settings.default_spot_eur_per_mwh)

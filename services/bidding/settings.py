@@ -1,8 +1,12 @@
 """Settings of the bidding service."""
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from hybridpool_shared.domain.market_rules import market_min_mw
+from hybridpool_shared.messages import ReserveProduct
 from hybridpool_shared.settings import ServiceSettings
 
 
@@ -19,8 +23,27 @@ class BiddingSettings(ServiceSettings):
     z: float = Field(default=2.326, ge=0, description="Margin: bid ≤ μ − z·σ of deliverable MW.")
     default_availability: float = Field(default=0.98, gt=0, le=1, description="Online site, no history.")
     unknown_state_availability: float = Field(default=0.9, gt=0, le=1, description="Site without state.")
-    min_bid_fcr_mw: float = Field(default=0.3, gt=0, description="FCR-N DK2 / FCR DK1 minimum bid.")
-    min_bid_mfrr_mw: float = Field(default=1.0, gt=0, description="mFRR energy minimum bid.")
+    min_bid_fcr_n_mw: float = Field(
+        default=0.3, gt=0, description="Smallest FCR-N bid in DK2 (the pool's 0.3 MW; the market takes 0.1)."
+    )
+    min_bid_fcr_dk1_mw: float = Field(
+        default=1.0, gt=0, description="Smallest FCR bid in DK1 (market: 1 MW)."
+    )
+    min_bid_mfrr_mw: float = Field(default=1.0, gt=0, description="Smallest mFRR energy bid (market: 1 MW).")
+
+    @model_validator(mode="after")
+    def _at_least_the_market_minimum(self) -> Self:
+        for product, mw in (
+            (ReserveProduct.FCR_N, self.min_bid_fcr_n_mw),
+            (ReserveProduct.FCR_DK1, self.min_bid_fcr_dk1_mw),
+            (ReserveProduct.MFRR_ENERGY, self.min_bid_mfrr_mw),
+        ):
+            if mw < market_min_mw(product):
+                raise ValueError(
+                    f"{product.value} bids below {market_min_mw(product)} MW are refused by the market"
+                )
+        return self
+
     default_outdoor_c: float = Field(default=5.0, description="Outdoor mean when no site reports one.")
     default_cop: float = Field(default=3.0, gt=0, le=10)
     gas_price_eur_per_m3: float = Field(default=0.80, gt=0)

@@ -54,7 +54,10 @@ class Market:
         result = await self.ledger.result_for(bid.bid_id)
         if result is None:
             now = utc_now()
-            if domain.is_capacity(bid):
+            refused = domain.refuse(bid, now)
+            if refused is not None:
+                result, revenue = refused, 0.0
+            elif domain.is_capacity(bid):
                 clearing = self.reserve.mean(
                     bid.area, bid.product.value, bid.interval_start, bid.interval_minutes
                 )

@@ -21,6 +21,7 @@ from enum import StrEnum
 
 import numpy as np
 
+from hybridpool_shared.domain.market_rules import bid_violations
 from hybridpool_shared.domain.pooling import floor_to_step
 from hybridpool_shared.messages import BidCleared, BidSubmitted, Direction, PoolActivated, ReserveProduct
 from hybridpool_shared.timeutil import COPENHAGEN, require_utc
@@ -87,6 +88,20 @@ def replayed_mfrr(record: dict[str, object]) -> MfrrQuarter:
 def is_capacity(bid: BidSubmitted) -> bool:
     """True for a capacity bid (priced per MW per hour)."""
     return bid.price_eur_per_mw_per_h is not None and bid.product is not ReserveProduct.MFRR_ENERGY
+
+
+def refuse(bid: BidSubmitted, now: datetime) -> BidCleared | None:
+    """Refuse a bid that breaks the product's market rules, as the TSO's platform would (None: valid)."""
+    broken = bid_violations(bid)
+    if not broken:
+        return None
+    return BidCleared(
+        bid_id=bid.bid_id,
+        accepted=False,
+        accepted_mw=0.0,
+        cleared_at=now,
+        refused_because="; ".join(broken)[:500],
+    )
 
 
 def clear_capacity(bid: BidSubmitted, clearing_eur_per_mw_h: float, now: datetime) -> BidCleared:

@@ -166,7 +166,8 @@ async function loadBids() {
     cell(tr, bid.bid_id, "mono"); cell(tr, `${time(bid.interval_start)} +${bid.interval_minutes}m`);
     cell(tr, bid.product); cell(tr, bid.direction); cell(tr, fmt(bid.capacity_mw, 1));
     cell(tr, fmt(bid.price_eur_per_mw_per_h ?? bid.price_eur_per_mwh, 2));
-    cell(tr, bid.result ? (bid.result.accepted ? `accepted ${fmt(bid.result.accepted_mw, 1)} MW` : "rejected") : "pending");
+    cell(tr, bid.result ? (bid.result.accepted ? `accepted ${fmt(bid.result.accepted_mw, 1)} MW`
+      : bid.result.refused_because ? `refused: ${bid.result.refused_because}` : "rejected") : "pending");
     body.appendChild(tr);
   }
   $("bids-gaps").replaceChildren(...b.hours_without_bid.slice(0, 48).map((g) => {

@@ -106,6 +106,9 @@ class BidCleared(Message):
     clearing_price_eur_per_mw_per_h: float | None = None
     clearing_price_eur_per_mwh: float | None = None
     cleared_at: UtcDatetime
+    refused_because: str = Field(
+        default="", max_length=500, description="Set when the market refused the bid outright: which rules."
+    )
 
     def kafka_key(self) -> bytes:
         """Key by bid."""
