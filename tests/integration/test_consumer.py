@@ -103,7 +103,9 @@ async def test_a_batch_that_keeps_failing_parks_only_its_poison_and_handles_the_
     parked = await wait_for_records(
         infra.kafka_bootstrap,
         topics.GRID_FREQUENCY.dlq,
-        lambda r: json.loads(r.value)["error_kind"] == "retries_exhausted"
-        and "always fails" in json.loads(r.value)["error"],
+        lambda r: (
+            json.loads(r.value)["error_kind"] == "retries_exhausted"
+            and "always fails" in json.loads(r.value)["error"]
+        ),
     )
     assert [str(poison) in json.loads(r.value)["payload_text"] for r in parked] == [True]
