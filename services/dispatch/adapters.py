@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -104,6 +105,9 @@ return table.concat(out, '\n')
 """
 
 
+_SEPARATORS = re.compile(r"[,;|\n]")  # the claim script's field and record separators
+
+
 @dataclass(frozen=True)
 class ClaimRequest:
     """Ask to switch one unit: block / force_on / release / renew."""
@@ -118,7 +122,7 @@ class ClaimRequest:
     live_free_ms: int
 
     def __post_init__(self) -> None:
-        if any(c in self.command_id for c in ",;|\n") or not self.command_id:
+        if not self.command_id or _SEPARATORS.search(self.command_id):
             raise ValueError(f"command_id {self.command_id!r} must be non-empty without , ; | or newlines")
 
 

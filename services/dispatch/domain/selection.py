@@ -36,21 +36,10 @@ class Selection:
         return max(0.0, need_kw - self.picked_kw)
 
 
-def contribution_kw(unit: Unit, direction: Direction) -> float:
-    """Return the change switching this unit delivers in a direction (0 if it cannot serve it)."""
-    return unit.power_kw if direction is Direction.UP else unit.expected_on_kw()
-
-
-def _eligible(unit: Unit, direction: Direction, now_s: float) -> bool:
-    if direction is Direction.UP:
-        return unit.can_stop(now_s)
-    return unit.can_start(now_s)
-
-
-def _cost(unit: Unit, direction: Direction, now_s: float) -> tuple[float, str]:
+def _cost(unit: Unit, up: bool, now_s: float) -> tuple[float, str]:
     """Lower is better: up switches off the HPs whose heat is least worth it (lowest balance price)."""
     price = unit.balance_price_eur_per_mwh or 0.0
-    base = price if direction is Direction.UP else -price
+    base = price if up else -price
     return base + START_PENALTY_EUR_PER_MWH * unit.recent_starts(now_s), unit.site_id
 
 
@@ -64,26 +53,28 @@ def choose_units(
     spare_share: float = 0.1,
 ) -> Selection:
     """Pick the cheapest eligible units until need_kw is covered, keeping spare_share of capacity back."""
-    candidates: list[Unit] = []
+    up = direction is Direction.UP  # once: this runs over every unit of the pool while an activation waits
+    candidates: list[tuple[tuple[float, str], float]] = []  # (cost, kw)
     blocked = offline = 0
     for u in units:
         if u.site_id in exclude or u.slow or not u.in_pool:
             continue
         if not u.online(now_s):
             offline += 1
-        elif not _eligible(u, direction, now_s):
+        elif not (u.can_stop(now_s) if up else u.can_start(now_s)):
             blocked += 1
-        elif contribution_kw(u, direction) >= MIN_USEFUL_KW:
-            candidates.append(u)
-    candidates.sort(key=lambda u: _cost(u, direction, now_s))
-    available = sum(contribution_kw(u, direction) for u in candidates)
+        else:
+            kw = u.power_kw if up else u.expected_on_kw()
+            if kw >= MIN_USEFUL_KW:
+                candidates.append((_cost(u, up, now_s), kw))
+    candidates.sort()  # costs end in the unique site id: no ties
+    available = sum(kw for _, kw in candidates)
     usable = max(need_kw, available * (1 - spare_share)) if need_kw > 0 else 0.0
     picks: list[Pick] = []
     picked = 0.0
-    for u in candidates:
+    for (_, site_id), kw in candidates:
         if picked >= need_kw or picked >= usable:
             break
-        kw = contribution_kw(u, direction)
-        picks.append(Pick(u.site_id, kw))
+        picks.append(Pick(site_id, kw))
         picked += kw
     return Selection(tuple(picks), picked, available, available - picked, blocked, offline)
