@@ -19,10 +19,14 @@ from tests.infra import Infra, unique, wait_for_records
 pytestmark = pytest.mark.integration
 
 
-def _sample(hz: float) -> FrequencyMeasured:
-    return FrequencyMeasured(
-        area="DK2", measured_at=datetime.now(UTC) + timedelta(days=3650), frequency_hz=hz
-    )
+def _sample(hz: float, years_ahead: int) -> FrequencyMeasured:
+    """A sample dated years ahead: each test picks its own year, so it can tell its records on the topic."""
+    at = datetime.now(UTC) + timedelta(days=365 * years_ahead)
+    return FrequencyMeasured(area="DK2", measured_at=at, frequency_hz=hz)
+
+
+def _ours(sample: FrequencyMeasured, years_ahead: int) -> bool:
+    return abs((sample.measured_at - datetime.now(UTC)).days - 365 * years_ahead) < 100
 
 
 async def test_transient_failure_is_redelivered_and_poison_is_parked(
@@ -34,7 +38,7 @@ async def test_transient_failure_is_redelivered_and_poison_is_parked(
     flaky, poison, after = 49.91, 49.92, 49.93
 
     async def handler(sample: FrequencyMeasured, _: Delivery) -> None:
-        if sample.measured_at < datetime.now(UTC) + timedelta(days=3000):
+        if not _ours(sample, 10):
             return  # records of other tests on the shared topic
         attempts[sample.frequency_hz] += 1
         if sample.frequency_hz == poison or (sample.frequency_hz == flaky and attempts[flaky] < 3):
@@ -47,7 +51,7 @@ async def test_transient_failure_is_redelivered_and_poison_is_parked(
     await broker.start()
     try:
         for hz in (flaky, poison, after):
-            await publish(broker, topics.GRID_FREQUENCY, _sample(hz))
+            await publish(broker, topics.GRID_FREQUENCY, _sample(hz, 10))
         handled = [await asyncio.wait_for(done.get(), 60) for _ in range(2)]
     finally:
         await broker.stop()
@@ -77,7 +81,7 @@ async def test_a_batch_that_keeps_failing_parks_only_its_poison_and_handles_the_
 
     async def handler(batch: list[tuple[FrequencyMeasured, Delivery]]) -> None:
         nonlocal calls_with_poison
-        ours = [s.frequency_hz for s, _ in batch if s.measured_at > datetime.now(UTC) + timedelta(days=3000)]
+        ours = [s.frequency_hz for s, _ in batch if _ours(s, 20)]
         if poison in ours:
             calls_with_poison += 1
             raise ConnectionError("always fails with this one")
@@ -87,7 +91,7 @@ async def test_a_batch_that_keeps_failing_parks_only_its_poison_and_handles_the_
 
     async with KafkaBroker(infra.kafka_bootstrap) as producer:
         for hz in (*before, poison, *after):  # published before the consumer starts: one batch
-            await publish(producer, topics.GRID_FREQUENCY, _sample(hz))
+            await publish(producer, topics.GRID_FREQUENCY, _sample(hz, 20))
     broker = KafkaBroker(infra.kafka_bootstrap)
     Consumer(broker, ServiceMetrics("test"), group_id=unique("hybridpool.test")).subscribe_batch(
         topics.GRID_FREQUENCY, handler
