@@ -321,8 +321,18 @@ class Dispatcher:
         return False
 
     async def _step_loop(self, loop: ActivationLoop, now: float) -> None:
-        actions = loop.step(now, self.fleet.units, self.frequency_hz)
-        await self._execute(loop, actions, now)
+        # The garbage collector is paused over a large pool's step: choosing and switching thousands of
+        # units makes thousands of objects, which would trigger full collections over the whole fleet
+        # in the one moment where latency counts.
+        paused = gc.isenabled() and len(self.fleet.units) > CLAIM_CHUNK
+        if paused:
+            gc.disable()
+        try:
+            actions = loop.step(now, self.fleet.units, self.frequency_hz)
+            await self._execute(loop, actions, now)
+        finally:
+            if paused:
+                gc.enable()
         spec = loop.spec
         if now >= spec.end_s and spec.activation_id not in self.final:
             report = self.report(spec.activation_id)
@@ -355,33 +365,29 @@ class Dispatcher:
 
     async def _switch(self, loop: ActivationLoop, switches: Sequence[Switch], now: float) -> None:
         """Claim and publish in chunks: every chunk's claim is queued on Redis at once, so Redis checks
-        the next chunks while this process builds and publishes the commands of the first.
-
-        The garbage collector is paused for the burst: thousands of new objects would otherwise trigger
-        full collections in the middle of the one moment where latency counts.
+        the next chunks while this process builds and publishes the commands of the first. The command
+        log of the burst is written once all of it is on the wire.
         """
-        paused = gc.isenabled() and len(switches) > CLAIM_CHUNK
-        if paused:
-            gc.disable()
+        chunks = [switches[i : i + CLAIM_CHUNK] for i in range(0, len(switches), CLAIM_CHUNK)]
+        claims = []
+        for chunk in chunks:
+            requests, leases = self._switch_requests(loop, chunk, now)
+            task = asyncio.create_task(self.safety.claim(requests, int(now * 1000)))
+            claims.append((chunk, requests, leases, task))
+            await asyncio.sleep(0)  # let the claim go out: Redis works while the next chunk is prepared
+        sending, sent = [], []
         try:
-            chunks = [switches[i : i + CLAIM_CHUNK] for i in range(0, len(switches), CLAIM_CHUNK)]
-            claims = []
-            for chunk in chunks:
-                requests, leases = self._switch_requests(loop, chunk, now)
-                task = asyncio.create_task(self.safety.claim(requests, int(now * 1000)))
-                claims.append((chunk, requests, leases, task))
-            sending = []
-            try:
-                for chunk, requests, leases, task in claims:
-                    out = self._switch_commands(loop, chunk, requests, leases, await task, now)
-                    sending.append(asyncio.create_task(self._publish_commands(out, loop.spec.activation_id)))
-            finally:
-                # claims already queued take effect in Redis whatever happens here: never leave them dangling
-                await asyncio.gather(*(task for *_, task in claims), return_exceptions=True)
-                await asyncio.gather(*sending)
+            for chunk, requests, leases, task in claims:
+                out = self._switch_commands(loop, chunk, requests, leases, await task, now)
+                sent.extend(out)
+                sending.append(asyncio.create_task(self._publish_commands(out, loop.spec.activation_id)))
         finally:
-            if paused:
-                gc.enable()
+            # claims already queued take effect in Redis whatever happens here: never leave them dangling
+            await asyncio.gather(*(task for *_, task in claims), return_exceptions=True)
+            try:
+                await asyncio.gather(*sending)
+            finally:
+                await self._log_sent(sent)
 
     def _switch_requests(
         self, loop: ActivationLoop, switches: Sequence[Switch], now: float
@@ -500,7 +506,7 @@ class Dispatcher:
                     reason="release after activation",
                 )
             )
-        await self._publish_commands(out, owner)
+        await self._publish_commands(out, owner, log=True)
 
     async def _resend(self, loop: ActivationLoop, action: Resend, now: float) -> None:
         sent = self.sent.get(action.command_id)
@@ -524,16 +530,24 @@ class Dispatcher:
         else:
             await asyncio.gather(*(self._publish_one(m) for m in msgs))
 
-    async def _publish_commands(self, msgs: Sequence[SwitchHeatPump], owner: str) -> None:
-        """Publish many commands concurrently (keyed by site), then log and count them."""
+    async def _publish_commands(
+        self, msgs: Sequence[SwitchHeatPump], owner: str, *, log: bool = False
+    ) -> None:
+        """Publish many commands concurrently (keyed by site) and count them; log them if asked."""
         if not msgs:
             return
         for m in msgs:
             self.sent[m.command_id] = SentCommand(m, owner)
-        now = self.clock()
-        logged = self.log.append(_log_entries("sent", msgs, now))
-        await asyncio.gather(logged, self._publish_all(msgs))
-        self.metrics.commands.labels(event="sent").inc(len(msgs))
+        try:
+            await self._publish_all(msgs)
+            self.metrics.commands.labels(event="sent").inc(len(msgs))
+        finally:
+            if log:
+                await self._log_sent(msgs)
+
+    async def _log_sent(self, msgs: Sequence[SwitchHeatPump]) -> None:
+        if msgs:
+            await self.log.append(_log_entries("sent", msgs, self.clock()))
 
     def _expire(self, now: float) -> None:
         """Forget commands whose lease ended; count those never acknowledged as expired."""
@@ -637,7 +651,7 @@ class Dispatcher:
                     + (" (2 h block limit)" if state != planned else ""),
                 )
             )
-        await self._publish_commands(out, PLAN_OWNER)
+        await self._publish_commands(out, PLAN_OWNER, log=True)
 
     def _plan_request(
         self, site: str, quarter: datetime, state: SgReadyState, action: str, now: float
