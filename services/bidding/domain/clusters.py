@@ -34,6 +34,10 @@ class Clusters:
     balance: FloatArray  # (C, T)
     storage_kwh: FloatArray
     storage0_kwh: FloatArray
+    # the margin rule's variance a(1 − a)(r·P)² per kW of capable power (least in the cluster), and per
+    # area its total over every online unit: what the relaxation's linear margin needs
+    variance_per_kw: FloatArray | None = None
+    variance_total_kw2: dict[str, float] | None = None
 
     @property
     def count(self) -> int:
@@ -155,6 +159,7 @@ def _relaxed(fleet: Fleet, cluster_of: IntArray, count: int) -> Clusters:
     power_share = fleet.power_kw / np.maximum(base.power_kw[np.maximum(cluster_of, 0)], 1e-9)
     horizon = max(1, int(fleet.restrict0_q.max(initial=0)))
     left = (fleet.restrict0_q[:, None] > np.arange(horizon)[None, :]) * power_share[:, None]
+    variance = fleet.availability * (1 - fleet.availability) * (fleet.response * fleet.power_kw) ** 2
 
     def total(values: FloatArray) -> FloatArray:
         result = np.zeros((count, *values.shape[1:]))
@@ -171,4 +176,8 @@ def _relaxed(fleet: Fleet, cluster_of: IntArray, count: int) -> Clusters:
         pre_off=total(left * ~fleet.on0[:, None]),
         weight=extreme(fleet.availability * fleet.response, np.maximum, 0.0),
         balance=extreme(fleet.balance, np.minimum, np.inf),
+        variance_per_kw=extreme(variance / np.maximum(fleet.power_kw, 1e-9), np.minimum, np.inf),
+        variance_total_kw2={
+            area: float(variance[members & (np.array(fleet.area) == area)].sum()) for area in base.area
+        },
     )

@@ -11,6 +11,8 @@ so the result is exact per site, and a site keeps its input plan where that is c
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +24,7 @@ from services.bidding.domain.sim import SimPlan, initial_age
 Float32Array = npt.NDArray[np.float32]
 
 GRID_LEVELS = 33
+_GRID = np.arange(GRID_LEVELS, dtype=np.float32)
 INFEASIBLE_EUR = 1.0e6  # cost of a rule broken (finite so the cost-to-go can still be interpolated)
 CHUNK_SITES = 2000  # sites per dynamic programme (bounds memory: sites × states × levels × quarters)
 
@@ -74,13 +77,26 @@ def improve(
     plan: SimPlan,
     requirement: Requirement,
     penalty_eur_per_kwh: float,
+    budget_s: float = math.inf,
 ) -> SimPlan:
-    """Re-plan each eligible site by dynamic programming; keep its input plan where that is cheaper."""
+    """Re-plan eligible sites by dynamic programming; a site keeps its input plan where that is cheaper.
+
+    Sites go in chunks, those with the most boiler heat and end top-up first, until the time budget
+    would be exceeded; the rest keep their input plan.
+    """
+    began = time.perf_counter()
     eligible = np.flatnonzero(fleet.online & (fleet.max_starts_h >= 2))
+    waste = (plan.gas_kwh * fleet.balance).sum(axis=1) + plan.topup_kwh * fleet.balance[:, -1]
+    eligible = eligible[np.argsort(-waste[eligible], kind="stable")]
     on = plan.on.copy()
+    slowest = 0.0
     for first in range(0, eligible.size, CHUNK_SITES):
+        if time.perf_counter() - began + slowest > budget_s:
+            break
+        chunk_began = time.perf_counter()
         idx = eligible[first : first + CHUNK_SITES]
         on[idx] = _dp(_Sites.of(fleet, spot, idx, requirement))
+        slowest = max(slowest, time.perf_counter() - chunk_began)
     candidate = replay(fleet, on)
     # a site whose new plan is not cheaper (grid error) or breaks a requirement keeps its input plan
     better = (
@@ -144,14 +160,14 @@ def _dp(s: _Sites) -> BoolArray:
     top = int(max(1, s.min_run.max(initial=1), s.lockout.max(initial=1)))
     low = int(min(1, np.clip(s.age0, None, top).min(initial=1)))
     ages = np.arange(low, top + 1)
-    levels = np.linspace(0.0, 1.0, GRID_LEVELS)[None, :] * s.cap[:, None]  # (n, G)
+    levels = _GRID[None, :] / (GRID_LEVELS - 1) * s.cap[:, None]  # (n, G) kWh
     step = np.maximum(s.cap / (GRID_LEVELS - 1), 1e-9)
     # value[t][mode, age, site, level]; mode 0 = off, 1 = on
     value = np.empty((horizon + 1, 2, ages.size, n, GRID_LEVELS), dtype=np.float32)
     value[horizon] = (np.maximum(0.0, s.start[:, None] - levels) * s.balance[:, -1:] / 1000.0)[None, None]
     # --- backward ---------------------------------------------------------------------------------
     for t in range(horizon - 1, -1, -1):
-        ahead = [_ahead(s, value[t + 1, mode], levels, step, t, mode) for mode in (0, 1)]
+        ahead = [_ahead(s, value[t + 1, mode], step, t, mode) for mode in (0, 1)]
         value[t] = _choose_all(s, ahead, ages, top, t)
     # --- forward on the true store ----------------------------------------------------------------
     on = np.zeros((n, horizon), dtype=np.bool_)
@@ -218,22 +234,20 @@ def _interp(value: Float32Array, age_idx: IntArray, store: FloatArray, step: Flo
     return result
 
 
-def _ahead(
-    s: _Sites, after: Float32Array, levels: FloatArray, step: FloatArray, t: int, action: int
-) -> tuple[Float32Array, BoolArray]:
+def _ahead(s: _Sites, after: Float32Array, step: FloatArray, t: int, action: int) -> Float32Array:
     """For running (1) or not (0) in quarter t from every grid level: immediate cost + cost-to-go per age.
 
-    Returns (cost (A, n, G), overflow-free mask (n, G)); the store moves by the same amount from every
-    level, so one gather of the two neighbouring levels serves every age.
+    Returns the cost (A, n, G), INFEASIBLE_EUR more where the store would leave the band at the top.
+    The store moves by the same amount from every level: one shift in grid units per site.
     """
-    n = levels.shape[0]
-    delta = (s.power * action - s.demand[:, t]) / 4.0  # (n,)
-    net = levels + delta[:, None]
-    gas = np.maximum(0.0, -net)
-    immediate = (s.spot[:, t] * s.power * action / 4000.0)[:, None] + gas * (s.balance[:, t, None] / 1000.0)
-    pos = np.clip(net, 0.0, s.cap[:, None]) / step[:, None]
-    lo = np.minimum(pos.astype(np.int64), GRID_LEVELS - 2)
-    w = (pos - lo).astype(np.float32)
+    n = step.shape[0]
+    shift = ((s.power * action - s.demand[:, t]) / 4.0 / step).astype(np.float32)  # (n,) in levels
+    pos = _GRID[None, :] + shift[:, None]  # (n, G)
+    gas_eur = (step * s.balance[:, t] / 1000.0).astype(np.float32)[:, None] * np.maximum(-pos, 0.0)
+    run_eur = (s.spot[:, t] * s.power * action / 4000.0).astype(np.float32)[:, None]
+    inside = np.minimum(np.maximum(pos, 0.0), GRID_LEVELS - 1)
+    lo = np.minimum(inside.astype(np.int64), GRID_LEVELS - 2)
+    w = inside - lo
     flat = after.reshape(after.shape[0], n * GRID_LEVELS)
     where = (lo + (np.arange(n) * GRID_LEVELS)[:, None]).ravel()
     low_value = np.take(flat, where, axis=1).reshape(after.shape)
@@ -241,16 +255,12 @@ def _ahead(
     # a level above that breaks a rule (overflow in a minimum run) must not price the feasible level
     # below it: the forward pass checks the true store, so the lower neighbour's value stands
     high_value = np.where(high_value >= INFEASIBLE_EUR / 2, low_value, high_value)
-    cost: Float32Array = (immediate.astype(np.float32) + low_value + w * (high_value - low_value)).astype(
-        np.float32
-    )
-    ok: BoolArray = net <= s.cap[:, None] + 1e-9
-    return cost, ok
+    here = run_eur + gas_eur + np.float32(INFEASIBLE_EUR) * (pos > GRID_LEVELS - 1 + 1e-4)
+    cost: Float32Array = here[None] + low_value + w[None] * (high_value - low_value)
+    return cost
 
 
-def _choose_all(
-    s: _Sites, ahead: list[tuple[Float32Array, BoolArray]], ages: IntArray, top: int, t: int
-) -> Float32Array:
+def _choose_all(s: _Sites, ahead: list[Float32Array], ages: IntArray, top: int, t: int) -> Float32Array:
     """Cost-to-go at quarter t for every (mode, age): the cheaper allowed action."""
     n = s.power.shape[0]
     low = int(ages[0])
@@ -262,11 +272,68 @@ def _choose_all(
             best: Float32Array | None = None
             for action in (0, 1):
                 switch = np.full(n, action != mode)
-                cost, ok = ahead[action]
                 new_age = 1 if action != mode else min(int(age) + 1, top)
                 allowed = ~switch | (ages_vec >= limit)
-                good = (allowed & ~_required_broken(s, t, action, switch, ages_vec))[:, None] & ok
-                option = np.where(good, cost[new_age - low], cost[new_age - low] + np.float32(INFEASIBLE_EUR))
+                broken = ~allowed | _required_broken(s, t, action, switch, ages_vec)
+                option = ahead[action][new_age - low] + (np.float32(INFEASIBLE_EUR) * broken)[:, None]
                 best = option if best is None else np.minimum(best, option)
             result[mode, k] = best
+    return result
+
+
+def release(
+    fleet: Fleet,
+    kept: SimPlan,
+    free: SimPlan,
+    saving_eur: FloatArray,
+    held_mw: dict[str, FloatArray],
+    z: float,
+) -> BoolArray:
+    """Sites that may follow their free plan while the pool still guarantees every held MW.
+
+    The margin rule's mean and variance are sums over sites, so swapping one site's contribution is
+    exact; sites are taken by saving, largest first, and one is released only if every held quarter of
+    its area keeps μ − z·σ ≥ the MW held, up and down.
+    """
+    released = np.zeros(fleet.size, dtype=np.bool_)
+    delivered = fleet.response * fleet.power_kw / 1000.0
+    mean_mw = fleet.availability * delivered
+    var_mw2 = fleet.availability * (1 - fleet.availability) * delivered**2
+    areas = np.array(fleet.area)
+    for area, held in held_mw.items():
+        rows = np.flatnonzero((areas == area) & fleet.online & (saving_eur > 1e-6))
+        quarters = np.flatnonzero(held > 0)
+        if rows.size == 0 or quarters.size == 0:
+            continue
+        members = (areas == area) & fleet.online
+        sums = []
+        for capable in (_up(fleet, kept), _down(fleet, kept)):
+            sums.append(
+                [
+                    mean_mw[members] @ capable[members][:, quarters],
+                    var_mw2[members] @ capable[members][:, quarters],
+                ]
+            )
+        free_caps = (_up(fleet, free), _down(fleet, free))
+        kept_caps = (_up(fleet, kept), _down(fleet, kept))
+        for i in rows[np.argsort(-saving_eur[rows], kind="stable")]:
+            trial = []
+            for k in (0, 1):
+                change = free_caps[k][i, quarters].astype(np.float64) - kept_caps[k][i, quarters]
+                trial.append((sums[k][0] + mean_mw[i] * change, sums[k][1] + var_mw2[i] * change))
+            if all(
+                bool(np.all(m - z * np.sqrt(np.maximum(v, 0.0)) >= held[quarters] - 1e-9)) for m, v in trial
+            ):
+                released[i] = True
+                sums = [[m, v] for m, v in trial]
+    return released
+
+
+def _up(fleet: Fleet, plan: SimPlan) -> BoolArray:
+    result: BoolArray = plan.on & (plan.age >= fleet.min_run_q[:, None])
+    return result
+
+
+def _down(fleet: Fleet, plan: SimPlan) -> BoolArray:
+    result: BoolArray = ~plan.on & (plan.age >= fleet.lockout_q[:, None])
     return result

@@ -188,6 +188,7 @@ class Options:
     price_energy_only: bool = True
     max_bid_mw: float = 50.0
     improve_sites: bool = True
+    improve_budget_s: float = 60.0
 
 
 def quarter_starts(first: datetime, count: int) -> list[datetime]:

@@ -170,14 +170,14 @@ def _heat(solver: pywraplp.Solver, cl: Clusters, v: _Vars, c: int, horizon: int)
     solver.Add(v.store[c][horizon - 1] >= start_level, f"end_store[{c}]")
 
 
-def up_expr(cl: Clusters, v: _Vars, c: int, t: int) -> object:
+def up_expr(cl: Clusters, v: _Vars, c: int, t: int) -> Any:
     """Running units past their minimum run in quarter t."""
     m = int(cl.min_run_q[c])
     recent = v.start[c][max(0, t - m + 1) : t + 1] if m else []
     return v.run[c][t] - sum(recent) - _pre_on(cl, c, t)
 
 
-def down_expr(cl: Clusters, v: _Vars, c: int, t: int) -> object:
+def down_expr(cl: Clusters, v: _Vars, c: int, t: int) -> Any:
     """Idle units past their lock-out in quarter t."""
     lock = int(cl.lockout_q[c])
     recent = v.stop[c][max(0, t - lock + 1) : t + 1] if lock else []
@@ -207,15 +207,29 @@ def _reserve(
                 min_steps = round(period.product.min_mw / period.product.step_mw)
                 solver.Add(steps >= min_steps * chosen, f"bid_min[{area},{period.first}]")
                 solver.Add(steps <= max_steps * chosen, f"bid_max[{area},{period.first}]")
+            coef = _capability_kw(cl, options, members)
             for t in period.quarters:
                 # in kW against 100 kW per 0.1 MW step: coefficients near 1 keep the LP well scaled
-                coef = [(1 - options.model_derate) * cl.weight[c] * cl.power_kw[c] for c in members]
                 up = solver.Sum([w * up_expr(cl, v, c, t) for w, c in zip(coef, members, strict=True)])
                 down = solver.Sum([w * down_expr(cl, v, c, t) for w, c in zip(coef, members, strict=True)])
                 solver.Add(up >= 100.0 * steps, f"sym_up[{area},{t}]")
                 solver.Add(down >= 100.0 * steps, f"sym_down[{area},{t}]")
             result[(area, period.first)] = (steps, period)
     return result
+
+
+def _capability_kw(cl: Clusters, options: Options, members: list[int]) -> list[float]:
+    """Guaranteed kW per capable unit of each cluster.
+
+    Planning: the mean response × power less a flat derate for the margin. Relaxation (clusters built
+    relaxed=True): μ − z·σ with σ = √L, L the variance of the capable units, is at most μ − z·L/√L_max
+    (√ lies above its chord on [0, L_max]), so the best response and the least variance per kW bound it.
+    """
+    if cl.variance_per_kw is None or cl.variance_total_kw2 is None:
+        return [(1 - options.model_derate) * cl.weight[c] * cl.power_kw[c] for c in members]
+    total = cl.variance_total_kw2.get(cl.area[members[0]], 0.0) if members else 0.0
+    chord = options.z / np.sqrt(total) if total > 0 else 0.0
+    return [float(cl.power_kw[c] * (cl.weight[c] - chord * cl.variance_per_kw[c])) for c in members]
 
 
 def _objective(

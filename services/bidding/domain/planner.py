@@ -16,9 +16,10 @@ from services.bidding.domain.bids import (
     capability,
     capacity_bids,
     energy_bids,
+    reserved_mw,
 )
 from services.bidding.domain.clusters import Clusters, build_clusters
-from services.bidding.domain.improve import Requirement, improve
+from services.bidding.domain.improve import Requirement, improve, release, replay, site_cost_eur
 from services.bidding.domain.inputs import Fleet, FloatArray, Market, Options
 from services.bidding.domain.model import ModelSolution, SolveFailedError, solve
 from services.bidding.domain.sim import SimPlan, simulate
@@ -168,7 +169,18 @@ def _improved(
         rows = areas == bid.area
         requirement.up[rows, bid.first : bid.last] = cap.up_sites[rows, bid.first : bid.last]
         requirement.down[rows, bid.first : bid.last] = cap.down_sites[rows, bid.first : bid.last]
-    better = improve(fleet, spot, sim, requirement, options.comfort_penalty_eur_per_kwh)
+    began = time.perf_counter()
+    penalty = options.comfort_penalty_eur_per_kwh
+    kept = improve(fleet, spot, sim, requirement, penalty, options.improve_budget_s)
+    # then each site without the requirement; it may follow that plan where the pool can spare it
+    none = Requirement(np.zeros_like(sim.on), np.zeros_like(sim.on))
+    left_s = options.improve_budget_s - (time.perf_counter() - began)
+    free = improve(fleet, spot, kept, none, penalty, left_s)
+    saving = site_cost_eur(fleet, spot, kept, penalty) - site_cost_eur(fleet, spot, free, penalty)
+    kept_bids = capacity_bids(capability(fleet, kept, options), market, options, price)
+    held = {area: reserved_mw(kept_bids, area, market.quarters) for area in sorted(set(fleet.area))}
+    released = release(fleet, kept, free, saving, held, options.z)
+    better = replay(fleet, np.where(released[:, None], free.on, kept.on))
     better_cap = capability(fleet, better, options)
     better_bids = capacity_bids(better_cap, market, options, price)
     before = energy_cost_eur(fleet, market, sim, options) - revenue_eur(cbids, market)
