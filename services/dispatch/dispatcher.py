@@ -396,9 +396,13 @@ class Dispatcher:
         owner = loop.spec.activation_id
         unit = self.fleet.unit
         requests, leases = [], []
+        lease_of: dict[tuple[SgReadyState, float, float], float] = {}  # units share a few rule sets
         for sw in switches:
             u = unit(sw.site_id)
-            lease = self._lease_until(loop, u, sw.state, now)
+            rules = (sw.state, u.lockout_s, u.min_run_s)
+            lease = lease_of.get(rules)
+            if lease is None:
+                lease = lease_of[rules] = self._lease_until(loop, u, sw.state, now)
             leases.append(lease)
             requests.append(
                 ClaimRequest(
