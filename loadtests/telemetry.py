@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -33,12 +35,13 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from hybridpool_cli import supervisor
-from hybridpool_cli.infra import Infrastructure, ManagedProcess, infrastructure
+from hybridpool_cli.infra import Infrastructure, ManagedProcess, free_port, infrastructure, spawn
 from hybridpool_shared import topics
 from hybridpool_shared.sitestate import LAST_SEEN_KEY, SiteLiveState, state_key
 from hybridpool_shared.topics import all_topics
 
 TOPIC = topics.SITES_TELEMETRY.name
+QUARTER_S = 900.0
 
 
 # ---- measuring processes ---------------------------------------------------------------------------
@@ -210,19 +213,24 @@ def _reading(site: str, at: float, meter: float, on: bool) -> bytes:
 
 
 async def preload(bootstrap: str, sites: int, per_site: int, spacing_s: float) -> int:
-    """Publish per_site readings of each site, oldest first, spanning a quarter boundary; return the count."""
+    """Publish per_site readings of each site, oldest first, spanning quarter boundaries; return the count.
+
+    Sites' readings are spread evenly over a quarter (each site its own phase) and start at a quarter
+    boundary in the past, so how many quarters close does not depend on the wall clock.
+    """
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks=1, linger_ms=20, max_batch_size=512 * 1024, compression_type=None
     )
     await producer.start()
     now = time.time()
+    base = now - now % QUARTER_S - (per_site + 1) * spacing_s - QUARTER_S
     try:
         sent = 0
         for k in range(per_site):
-            at = now - (per_site - k) * spacing_s
             futures = []
             for i in range(sites):
                 site = f"load-{i:06d}"
+                at = base + (i * 7919) % int(QUARTER_S) + k * spacing_s
                 futures.append(
                     await producer.send(
                         TOPIC, _reading(site, at, 1000.0 + i + k * 0.5, i % 2 == 0), key=site.encode()
@@ -262,9 +270,43 @@ async def baseline(bootstrap: str, total: int, parse: bool) -> float:
         await consumer.stop()
 
 
-def throughput(sites: int, per_site: int, spacing_s: float, batch: int) -> dict[str, float]:
+def throughput(
+    sites: int, per_site: int, spacing_s: float, batch: int, runs: int = 3, profile: str = ""
+) -> dict[str, float]:
+    """Run the drain `runs` times on fresh infrastructure; print each run and the medians."""
+    print(
+        f"throughput: {sites} sites × {per_site} readings, {spacing_s:g} s apart; batch {batch}; "
+        f"{runs} runs; load average {_load()}"
+    )
+    results = [
+        _throughput_once(sites, per_site, spacing_s, batch, profile if n == 0 else "") for n in range(runs)
+    ]
+    rate = statistics.median(r["readings_per_s"] for r in results)
+    raw = statistics.median(r["raw_per_s"] for r in results)
+    summary = {
+        "readings_per_s": rate,
+        "raw_per_s": raw,
+        "ratio": rate / raw,
+        "batch_p99_s": statistics.median(r["batch_p99_s"] for r in results),
+    }
+    each = ", ".join(f"{r['readings_per_s']:,.0f}" for r in results)
+    print(
+        f"telemetry: median of {runs} runs {rate:,.0f} readings/s "
+        f"(runs: {each}); "
+        f"raw baseline median {raw:,.0f}/s; ratio {rate / raw:.3f}; "
+        f"target ≥ 20,000/s {'met' if rate >= 20_000 else 'NOT met'}; load average now {_load()}"
+    )
+    return summary
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _throughput_once(
+    sites: int, per_site: int, spacing_s: float, batch: int, profile: str
+) -> dict[str, float]:
     """Pre-load readings, measure the raw baseline, then one telemetry process draining them."""
-    print(f"throughput: {sites} sites × {per_site} readings, {spacing_s:g} s apart; batch {batch}")
     with tempfile.TemporaryDirectory(prefix="hybridpool-load-") as tmp:
         data_dir = Path(tmp)
         with infrastructure(data_dir, all_topics()) as infra:
@@ -277,13 +319,29 @@ def throughput(sites: int, per_site: int, spacing_s: float, batch: int) -> dict[
                 f"  baseline raw consumer: {raw:,.0f} readings/s; with strict model parsing: {parsed:,.0f}/s"
             )
             env = {"TELEMETRY_BATCH_MAX_RECORDS": str(batch)}
-            procs, running = supervisor.start_services(["telemetry"], infra, data_dir, env)
+            procs, running = _start_telemetry(infra, data_dir, env, profile)
             try:
                 supervisor.wait_healthy(running, procs, 90.0)
                 print(f"  telemetry process pid {procs[0].proc.pid}")
-                return _drain(running[0].url, procs[0], infra, total, raw)
+                result = _drain(running[0].url, procs[0], infra, total, raw)
             finally:
                 supervisor.stop_all(procs)
+            if profile:
+                print(f"  cProfile of the telemetry process written to {profile}")
+            return {**result, "raw_per_s": raw}
+
+
+def _start_telemetry(
+    infra: Infrastructure, data_dir: Path, env: dict[str, str], profile: str
+) -> tuple[list[ManagedProcess], list[supervisor.RunningService]]:
+    """Start the telemetry service, under cProfile (written on shutdown) when profile names a file."""
+    if not profile:
+        return supervisor.start_services(["telemetry"], infra, data_dir, env)
+    port = free_port()
+    full_env = supervisor.service_env("telemetry", infra, port, data_dir / "infra.json", env)
+    argv = [sys.executable, "-m", "loadtests.profiled", profile, "services.telemetry"]
+    proc = spawn("telemetry", argv, data_dir / "logs" / "telemetry.log", full_env)
+    return [proc], [supervisor.RunningService("telemetry", proc.proc.pid, port, str(proc.log))]
 
 
 def _drain(url: str, proc: ManagedProcess, infra: Infrastructure, total: int, raw: float) -> dict[str, float]:
@@ -325,14 +383,11 @@ def _drain(url: str, proc: ManagedProcess, infra: Infrastructure, total: int, ra
 
 
 def _batch_latency(url: str) -> tuple[float, float]:
-    """Estimate p50/p99 of handler time from FastStream's processing-duration histogram."""
+    """Estimate p50/p99 of batch handling time from the batch consumer's histogram (bucket bounds)."""
     text = httpx.get(f"{url}/metrics", timeout=5).text
     buckets: list[tuple[float, float]] = []
     for line in text.splitlines():
-        if (
-            line.startswith("faststream_received_processed_messages_duration_seconds_bucket")
-            and TOPIC in line
-        ):
+        if line.startswith("hybridpool_batch_duration_seconds_bucket") and TOPIC in line:
             le = line.split('le="', 1)[1].split('"', 1)[0]
             buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
     buckets.sort()
@@ -360,6 +415,8 @@ class Args:
     readings_per_site: int = 4
     spacing: float = 600.0
     batch: int = 4000
+    runs: int = 3
+    profile: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -377,6 +434,8 @@ def parse(argv: Sequence[str]) -> Args:
     t.add_argument("--readings-per-site", type=int, default=4)
     t.add_argument("--spacing", type=float, default=600.0, help="seconds between a site's readings")
     t.add_argument("--batch", type=int, default=4000)
+    t.add_argument("--runs", type=int, default=3, help="drains on fresh infrastructure; medians printed")
+    t.add_argument("--profile", default="", help="write a cProfile of the first run's telemetry process")
     ns = p.parse_args(argv)
     return Args(**{k.replace("-", "_"): v for k, v in vars(ns).items()})
 
@@ -386,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     args = parse(sys.argv[1:] if argv is None else argv)
     if args.mode == "fleet":
         return fleet(args.sites, args.interval, args.seconds, args.warmup)
-    return throughput(args.sites, args.readings_per_site, args.spacing, args.batch)
+    return throughput(args.sites, args.readings_per_site, args.spacing, args.batch, args.runs, args.profile)
 
 
 if __name__ == "__main__":

@@ -10,32 +10,90 @@ from aiokafka import AIOKafkaProducer
 
 from hybridpool_shared import topics
 from hybridpool_shared.messages import QuarterAggregated
-from hybridpool_shared.sitestate import LAST_SEEN_KEY, STATE_INDEX_KEY, SiteLiveState, state_key
+from hybridpool_shared.sitestate import (
+    LAST_SEEN_KEY,
+    STATE_INDEX_KEY,
+    STATE_KEY_PREFIX,
+    SiteLiveState,
+    state_key,
+)
 
 FIELD = "json"
 TIMING_KEY = "telemetry:site_timing"  # hash: site_id → "min_run_minutes,lockout_minutes" from the registry
-# One command per batch instead of one per site: redis-py spends far more per pipelined command than Redis.
-# (Multi-key scripts need every key in one slot on Redis Cluster; the platform runs Redis standalone.)
+QUARTER_KEY_PREFIX = "telemetry:quarter:"  # string per site: its open quarter (snapshot + appended samples)
+# One script call per chunk of sites instead of commands per site, and a handful of packed arguments
+# instead of several per site: redis-py spends more encoding each argument than Redis spends on it.
+# Site ids cannot hold a newline (SiteId's pattern) and orjson never writes a raw newline or \x1e.
+_SPLIT = """
+local function split(s, sep)
+  local out, i = {}, 1
+  if s == '' then return out end
+  while true do
+    local j = string.find(s, sep, i, true)
+    if not j then out[#out + 1] = string.sub(s, i); return out end
+    out[#out + 1] = string.sub(s, i, j - 1)
+    i = j + #sep
+  end
+end
+"""
+# The open quarters go in the same call as the states, so Redis never holds one without the other.
+# ARGV: seen_s, state site ids ("\n"), their state documents ("\n"), quarter site ids ("\n"), their
+# quarter updates ("\x1e"): "S<snapshot>" replaces, "A<lines>" appends samples, "D" forgets.
+# Keys are built from the ids, so this needs Redis standalone (as the platform runs it), not Cluster.
 _WRITE = (
-    """
-for i, key in ipairs(KEYS) do redis.call('HSET', key, 'json', ARGV[i + 1]) end
-local ids, seen = {}, {}
-for i = #KEYS + 2, #ARGV do ids[#ids + 1] = ARGV[i]; seen[#seen + 1] = ARGV[1]; seen[#seen + 1] = ARGV[i] end
-redis.call('SADD', '"""
+    _SPLIT
+    + """
+local ids, docs = split(ARGV[2], '\\n'), split(ARGV[3], '\\n')
+if #ids > 0 then
+  local seen = {}
+  for i, id in ipairs(ids) do
+    redis.call('HSET', '"""
+    + STATE_KEY_PREFIX
+    + """' .. id, 'json', docs[i])
+    seen[#seen + 1] = ARGV[1]; seen[#seen + 1] = id
+  end
+  redis.call('SADD', '"""
     + STATE_INDEX_KEY
     + """', unpack(ids))
-redis.call('ZADD', '"""
+  redis.call('ZADD', '"""
     + LAST_SEEN_KEY
     + """', unpack(seen))
-return #KEYS
+end
+local qids, updates = split(ARGV[4], '\\n'), split(ARGV[5], '\\30')
+for i, id in ipairs(qids) do
+  local key, a = '"""
+    + QUARTER_KEY_PREFIX
+    + """' .. id, updates[i]
+  local mode = string.sub(a, 1, 1)
+  if mode == 'S' then redis.call('SET', key, string.sub(a, 2))
+  elseif mode == 'A' then redis.call('APPEND', key, string.sub(a, 2))
+  else redis.call('DEL', key) end
+end
+return #ids + #qids
 """
 )
-_READ = """
+# ARGV: site ids ("\n"), "1" to also return open quarters; returns each site's state (and quarter).
+_READ = (
+    _SPLIT
+    + """
 local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('HGET', key, 'json') end
+for _, id in ipairs(split(ARGV[1], '\\n')) do
+  out[#out + 1] = redis.call('HGET', '"""
+    + STATE_KEY_PREFIX
+    + """' .. id, 'json')
+  if ARGV[2] == '1' then out[#out + 1] = redis.call('GET', '"""
+    + QUARTER_KEY_PREFIX
+    + """' .. id) end
+end
 return out
 """
+)
 CHUNK = 2000  # Lua's unpack() takes a few thousand values at most
+
+
+def quarter_key(site_id: str) -> str:
+    """Return the Redis key of a site's open quarter."""
+    return QUARTER_KEY_PREFIX + site_id
 
 
 class LiveStateStore:
@@ -48,15 +106,34 @@ class LiveStateStore:
 
     async def load(self, site_ids: Sequence[str]) -> dict[str, SiteLiveState]:
         """Return the stored states of the given sites (absent ones are left out): one call per chunk."""
-        raw: list[bytes | None] = []
-        for start in range(0, len(site_ids), CHUNK):
-            part = site_ids[start : start + CHUNK]
-            raw += await self._read(keys=[state_key(s) for s in part])
+        raw = await self._read_chunks(site_ids, with_quarters=False)
         return {
             site_id: SiteLiveState.model_validate_json(value)
             for site_id, value in zip(site_ids, raw, strict=True)
             if value is not None
         }
+
+    async def load_with_quarters(
+        self, site_ids: Sequence[str]
+    ) -> tuple[dict[str, SiteLiveState], dict[str, bytes]]:
+        """Return the stored states and open-quarter snapshots of the given sites: one call per chunk."""
+        raw = await self._read_chunks(site_ids, with_quarters=True)
+        states = {
+            site_id: SiteLiveState.model_validate_json(value)
+            for site_id, value in zip(site_ids, raw[0::2], strict=True)
+            if value is not None
+        }
+        quarters = {
+            site_id: value for site_id, value in zip(site_ids, raw[1::2], strict=True) if value is not None
+        }
+        return states, quarters
+
+    async def _read_chunks(self, site_ids: Sequence[str], *, with_quarters: bool) -> list[bytes | None]:
+        raw: list[bytes | None] = []
+        for start in range(0, len(site_ids), CHUNK):
+            part = site_ids[start : start + CHUNK]
+            raw += await self._read(args=["\n".join(part), "1" if with_quarters else "0"])
+        return raw
 
     async def save(self, states: Iterable[SiteLiveState], *, touch: bool = True) -> int:
         """Write states, the index and (with touch) their arrival time, in one pipeline; return the count."""
@@ -76,13 +153,25 @@ class LiveStateStore:
         await pipe.execute()
         return len(ids)
 
-    async def save_json(self, docs: dict[str, str], seen_s: float) -> None:
-        """Write ready-made state documents, the index and their arrival time: one script call per chunk."""
-        ids = list(docs)
+    async def save_json(self, docs: dict[str, bytes], seen_s: float, quarters: dict[str, bytes]) -> None:
+        """Write ready-made state documents, the index, their arrival time and open-quarter updates.
+
+        quarters maps a site to b"S<snapshot>", b"A<appended lines>" or b"D"; one script call per chunk.
+        """
+        ids = list(dict.fromkeys([*docs, *quarters]))
         for start in range(0, len(ids), CHUNK):
             part = ids[start : start + CHUNK]
-            keys = [state_key(s) for s in part]
-            await self._write(keys=keys, args=[repr(seen_s), *(docs[s] for s in part), *part])
+            with_doc = [s for s in part if s in docs]
+            with_quarter = [s for s in part if s in quarters]
+            await self._write(
+                args=[
+                    repr(seen_s),
+                    "\n".join(with_doc),
+                    b"\n".join(docs[s] for s in with_doc),
+                    "\n".join(with_quarter),
+                    b"\x1e".join(quarters[s] for s in with_quarter),
+                ]
+            )
 
     async def set_timing(self, site_id: str, minutes: tuple[int, int] | None) -> None:
         """Store (or with None forget) a site's minimum run and lock-out minutes."""

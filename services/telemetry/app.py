@@ -17,11 +17,9 @@ def build(settings: TelemetrySettings) -> Service:
         produces=(topics.SITES_TELEMETRY_QUARTER,),
     )
     pipeline = TelemetryPipeline(service, settings)
-    service.consumer.subscribe_batch(
-        topics.SITES_TELEMETRY, pipeline.on_batch, max_records=settings.batch_max_records
-    )
+    # sites.telemetry is the hot topic: a raw batch consumer (hybridpool_shared.fastbatch), not FastStream
     service.consumer.subscribe(topics.SITES_REGISTRY, pipeline.on_site)
-    service.background.extend((pipeline.sweep_forever, pipeline.publish_forever))
+    service.background.extend((pipeline.consume_forever, pipeline.sweep_forever))
     return service
 
 

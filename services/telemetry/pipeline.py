@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
 
+from hybridpool_shared import topics
+from hybridpool_shared.fastbatch import BatchConsumer
 from hybridpool_shared.messages import QuarterAggregated, SiteMasterDataChanged, TelemetryReported
 from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service
 from hybridpool_shared.sitestate import GatewayStatus
 from hybridpool_shared.timeutil import utc_now
 from services.telemetry.adapters import LiveStateStore, QuarterProducer
-from services.telemetry.domain.quarters import MeterOrderError, QuarterAggregator, Sample
+from services.telemetry.domain.quarters import MeterOrderError, QuarterAggregator, Sample, sample_lines
 from services.telemetry.domain.state import Last, Timing, advance, last_of, state_json
 from services.telemetry.domain.validation import InvalidReading, Limits, Order, check_reading
 from services.telemetry.settings import TelemetrySettings
@@ -58,7 +60,13 @@ def record_of(msg: TelemetryReported, d: Delivery) -> ConsumerRecord[bytes, byte
 
 
 class TelemetryPipeline:
-    """Validates readings, keeps live state in Redis, aggregates quarters, watches freshness."""
+    """Checks readings, keeps live state and open quarters in Redis, publishes quarters, watches freshness.
+
+    Per batch: readings are checked and aggregated in memory, the quarters they closed are published and
+    acknowledged by the broker, then live states and open quarters are written to Redis in one script
+    call, then the offsets are committed. A crash anywhere redelivers the batch onto the state Redis
+    holds, so a quarter is published at least once and never lost, and a restart resumes open quarters.
+    """
 
     def __init__(self, service: Service, settings: TelemetrySettings) -> None:
         self.service = service
@@ -74,10 +82,11 @@ class TelemetryPipeline:
             timedelta(minutes=settings.min_run_minutes), timedelta(minutes=settings.lockout_minutes)
         )
         self.received: dict[str, float] = {}
-        # Quarters leave through a queue, so publishing overlaps consuming; a full queue holds the consumer.
-        self.outbox: asyncio.Queue[QuarterAggregated] = asyncio.Queue(maxsize=settings.outbox_size)
         self.timings: dict[str, Timing] = {}  # per site from sites.registry; else the settings' default
         self.last: dict[str, Last] = {}  # this process's sites: it is their only writer (keyed partitions)
+        self.producer: QuarterProducer | None = None
+        self.ready = asyncio.Event()  # the quarter producer is connected
+        self._lock = asyncio.Lock()  # batches and the sweep both move quarters: one at a time
         self._last_sweep = time.time()
         reg = service.metrics.registry
         self.readings = Counter(
@@ -94,16 +103,51 @@ class TelemetryPipeline:
         )
         self.sites = Gauge("hybridpool_telemetry_sites", "Sites by gateway status.", ["status"], registry=reg)
 
+    async def consume_forever(self) -> None:
+        """Connect the quarter producer and consume sites.telemetry in batches until cancelled."""
+        s = self.settings
+        self.producer = QuarterProducer(s.resolved_kafka_bootstrap(), s.kafka_idempotence)
+        await self.producer.start()
+        self.ready.set()
+        try:
+            while True:
+                batches = BatchConsumer(
+                    topics.SITES_TELEMETRY,
+                    self.on_batch,
+                    bootstrap=s.resolved_kafka_bootstrap(),
+                    group_id=self.service.consumer.group_for(topics.SITES_TELEMETRY),
+                    sink=self.service.consumer.sink,
+                    metrics=self.service.metrics,
+                    max_records=s.batch_max_records,
+                    fetch_max_wait_ms=s.fetch_max_wait_ms,
+                )
+                try:
+                    await batches.run()
+                except Exception:  # e.g. the broker went away: join again with a fresh consumer
+                    LOGGER.exception("consuming %s failed; reconnecting", topics.SITES_TELEMETRY.name)
+                    await asyncio.sleep(1.0)
+        finally:
+            await self.producer.stop()
+
     async def on_batch(self, items: list[tuple[TelemetryReported, Delivery]]) -> None:
-        """Handle a batch: check each reading, update states (one pipeline), publish closed quarters."""
+        """Handle a batch: check and aggregate, publish closed quarters, then write state (one call)."""
         site_ids = list(dict.fromkeys(msg.site_id for msg, _ in items))
+        async with self._lock:
+            try:
+                await self._handle(items, site_ids)
+            except BaseException:
+                self._forget(site_ids)  # a retry starts again from what Redis holds
+                raise
+
+    async def _handle(self, items: list[tuple[TelemetryReported, Delivery]], site_ids: list[str]) -> None:
         await self._warm(site_ids)
         late_before = self.agg.late
         newest: dict[str, tuple[TelemetryReported, Last]] = {}
+        added: dict[str, list[Sample]] = {}
         counts = dict.fromkeys(Order, 0)
         now, received_s = utc_now(), time.time()
         for msg, delivery in items:
-            order = await self._accept(msg, delivery, now)
+            order = await self._accept(msg, delivery, now, added)
             if order is None:
                 continue
             counts[order] += 1
@@ -112,23 +156,44 @@ class TelemetryPipeline:
                 last = advance(self.last.get(msg.site_id), msg)
                 self.last[msg.site_id] = last
                 newest[msg.site_id] = (msg, last)
-        await self._write(newest)
+        closed = [
+            q for site_id in site_ids if site_id in self.agg.sites for q in self.agg.close_ready(site_id)
+        ]
+        await self._publish(closed)
+        await self._write(newest, self._quarter_updates(added))
         for order, n in counts.items():
             self.readings.labels(outcome=order.value).inc(n)
         # valid but arriving after their quarter was published: counted, not folded into a closed quarter
         self.readings.labels(outcome="late_for_quarter").inc(self.agg.late - late_before)
-        for site_id in site_ids:
-            if site_id in self.agg.sites:
-                for q in self.agg.close_ready(site_id):
-                    await self.outbox.put(q)
+
+    def _forget(self, site_ids: list[str]) -> None:
+        """Drop what this process holds of sites whose batch failed, so they reload from Redis."""
+        for site_id in {*site_ids, *self.agg.reshaped}:
+            self.last.pop(site_id, None)
+            self.agg.sites.pop(site_id, None)
+        self.agg.reshaped.clear()
+
+    def _quarter_updates(self, added: dict[str, list[Sample]]) -> dict[str, bytes]:
+        """Return open-quarter updates: a whole snapshot where a quarter changed shape, else new samples."""
+        out: dict[str, bytes] = {}
+        for site_id in self.agg.reshaped:
+            out[site_id] = b"S" + self.agg.snapshot(site_id) if site_id in self.agg.sites else b"D"
+        self.agg.reshaped.clear()
+        for site_id, samples in added.items():
+            if site_id not in out:
+                out[site_id] = b"A" + sample_lines(samples)
+        return out
 
     async def _warm(self, site_ids: list[str]) -> None:
-        """Load the last state and protection times of sites this process has not seen yet."""
+        """Load the last state, open quarter and protection times of sites this process has not seen yet."""
         unknown = [s for s in site_ids if s not in self.last]
         if not unknown:
             return
-        for site_id, state in (await self.store.load(unknown)).items():
+        states, quarters = await self.store.load_with_quarters(unknown)
+        for site_id, state in states.items():
             self.last[site_id] = last_of(state)
+        for site_id, text in quarters.items():
+            self.agg.restore(site_id, text)
         for site_id, (run, rest) in (await self.store.timings(unknown)).items():
             self.timings[site_id] = Timing(timedelta(minutes=run), timedelta(minutes=rest))
 
@@ -143,26 +208,28 @@ class TelemetryPipeline:
         )
         await self.store.set_timing(site.site_id, (site.min_run_minutes, site.lockout_minutes))
 
-    async def _write(self, newest: dict[str, tuple[TelemetryReported, Last]]) -> None:
+    async def _write(
+        self, newest: dict[str, tuple[TelemetryReported, Last]], quarters: dict[str, bytes]
+    ) -> None:
         written_s = time.time()
+        written = datetime.fromtimestamp(written_s, tz=UTC)
         docs = {
-            sid: state_json(msg, last, written_s, self.timings.get(sid, self.timing))
+            sid: state_json(msg, last, written, self.timings.get(sid, self.timing))
             for sid, (msg, last) in newest.items()
         }
-        try:
-            await self.store.save_json(docs, written_s)
-        except Exception:
-            for site_id in newest:  # Redis did not take them: the redelivered batch must write them again
-                self.last.pop(site_id, None)
-            raise
+        await self.store.save_json(docs, written_s, quarters)
         for msg, _ in newest.values():
             self.lag.observe(max(0.0, written_s - msg.measured_at.timestamp()))
 
-    async def _accept(self, msg: TelemetryReported, delivery: Delivery, now: datetime) -> Order | None:
+    async def _accept(
+        self, msg: TelemetryReported, delivery: Delivery, now: datetime, added: dict[str, list[Sample]]
+    ) -> Order | None:
         try:
             order = check_reading(msg, self.last.get(msg.site_id), now, self.limits)
             if order is not Order.DUPLICATE:
-                self.agg.add(msg.site_id, sample_of(msg))
+                sample = sample_of(msg)
+                if self.agg.add(msg.site_id, sample):
+                    added.setdefault(msg.site_id, []).append(sample)
         except InvalidReading as exc:
             await self._park(msg, delivery, exc.kind, exc.reason)
             return None
@@ -175,33 +242,19 @@ class TelemetryPipeline:
         self.readings.labels(outcome="rejected").inc()
         await self.service.consumer.sink.park(record_of(msg, delivery), kind, reason)
 
-    async def publish_forever(self) -> None:
-        """Publish queued quarter aggregates, up to publish_chunk at a time, until cancelled."""
-        producer = QuarterProducer(self.settings.resolved_kafka_bootstrap(), self.settings.kafka_idempotence)
-        await producer.start()
-        try:
-            while True:
-                batch = [await self.outbox.get()]
-                while not self.outbox.empty() and len(batch) < self.settings.publish_chunk:
-                    batch.append(self.outbox.get_nowait())
-                await self._send(producer, batch)
-        finally:
-            await producer.stop()
-
-    async def _send(self, producer: QuarterProducer, batch: list[QuarterAggregated]) -> None:
-        try:
-            await producer.send_all(batch)
-        except Exception:  # the broker refused: keep them queued and try again shortly
-            LOGGER.exception("publishing %s quarter aggregates failed; retrying", len(batch))
-            for q in batch:
-                await self.outbox.put(q)
-            await asyncio.sleep(1.0)
+    async def _publish(self, quarters: list[QuarterAggregated]) -> None:
+        """Send quarters and wait for the broker's acknowledgement of every one (raise if it refuses)."""
+        if not quarters:
             return
-        for q in batch:
+        if self.producer is None:
+            raise RuntimeError("the quarter producer is not connected")
+        await self.producer.send_all(quarters)
+        for q in quarters:
             self.quarters.labels(quality=q.quality.value).inc()
 
     async def sweep_forever(self) -> None:
         """Run the freshness and idle-quarter sweep every sweep_interval_s."""
+        await self.ready.wait()
         while True:
             await asyncio.sleep(self.settings.sweep_interval_s)
             try:
@@ -222,8 +275,14 @@ class TelemetryPipeline:
         await self._mark(GatewayStatus.STALE, s.stale_after_s, now)
         await self._mark(GatewayStatus.OFFLINE, s.offline_after_s, now)
         self._last_sweep = now
-        for q in self._close_idle(now):
-            await self.outbox.put(q)
+        async with self._lock:
+            closed = self._close_idle(now)
+            try:
+                await self._publish(closed)
+                await self.store.save_json({}, now, self._quarter_updates({}))
+            except BaseException:
+                self._forget([])  # those sites reload their open quarter from Redis when they report again
+                raise
 
     async def _mark(self, status: GatewayStatus, after_s: float, now: float) -> None:
         ids = await self.store.seen_between(self._last_sweep - after_s - 1.0, now - after_s)
@@ -246,7 +305,8 @@ class TelemetryPipeline:
                 continue
             if last < forget_before:
                 del self.received[site_id]
-                self.agg.sites.pop(site_id, None)
+                if self.agg.sites.pop(site_id, None) is not None:
+                    self.agg.reshaped.add(site_id)  # its stored open quarter goes too
                 continue
             latest = self.agg.sites[site_id].latest() if site_id in self.agg.sites else None
             if latest is not None:

@@ -31,5 +31,6 @@ class TelemetrySettings(ServiceSettings):
         description="Close quarters of a site silent this long (missing if unreached).",
     )
     sweep_interval_s: float = Field(default=10.0, gt=0.0, description="Staleness and idle-quarter sweep.")
-    publish_chunk: int = Field(default=200, ge=1, le=10_000, description="Quarters sent concurrently.")
-    outbox_size: int = Field(default=50_000, ge=1, description="Quarters queued before consuming waits.")
+    fetch_max_wait_ms: int = Field(
+        default=100, ge=0, le=5000, description="How long the broker may hold a fetch to fill a batch."
+    )

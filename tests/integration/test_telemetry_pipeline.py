@@ -7,12 +7,14 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import RecordMetadata
 
 from hybridpool_shared import topics
 from hybridpool_shared.messages import (
@@ -28,7 +30,7 @@ from hybridpool_shared.messages import (
 )
 from hybridpool_shared.sitestate import GatewayStatus, SiteLiveState, state_key
 from hybridpool_shared.timeutil import floor_quarter, utc_now
-from services.telemetry.adapters import TIMING_KEY
+from services.telemetry.adapters import TIMING_KEY, quarter_key
 from tests.infra import Infra, RunningService, produce, running, unique, wait_for_records
 
 pytestmark = pytest.mark.integration
@@ -325,3 +327,87 @@ async def test_registered_protection_times_shape_the_live_state(
     state = (await _states(infra.redis_url, [site_id]))[site_id]
     assert state.stopped_since == at
     assert state.lockout_ends_at == at + timedelta(minutes=25)
+
+
+def _villa_reading(site_id: str, at: datetime, meter_kwh: float) -> bytes:
+    return json.dumps(
+        {
+            "site_id": site_id,
+            "measured_at": at.isoformat(),
+            "electric_power_kw": 2.0,
+            "meter_reading_kwh": meter_kwh,
+            "heat_power_kw": 6.0,
+            "supply_temp_c": 40.0,
+            "return_temp_c": 35.0,
+            "indoor_temp_c": 21.0,
+            "outdoor_temp_c": 1.0,
+            "hp_running": True,
+            "boiler_running": False,
+            "sg_ready_state": 2,
+        }
+    ).encode()
+
+
+async def _send(bootstrap: str, site_id: str, readings: list[tuple[datetime, float]]) -> RecordMetadata:
+    """Publish a site's readings in order; return where the last one landed."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        meta = None
+        for at, meter in readings:
+            meta = await producer.send_and_wait(
+                topics.SITES_TELEMETRY.name, _villa_reading(site_id, at, meter), key=site_id.encode()
+            )
+        assert meta is not None
+        return meta
+    finally:
+        await producer.stop()
+
+
+async def _wait_committed(bootstrap: str, meta: RecordMetadata, timeout: float = 30.0) -> None:
+    """Wait until the telemetry group has committed past a record (so it is never redelivered)."""
+    tp = TopicPartition(meta.topic, meta.partition)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=f"hybridpool.telemetry.{topics.SITES_TELEMETRY.name}",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(timeout):
+            while (await consumer.committed(tp) or 0) <= meta.offset:
+                await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+
+
+async def test_a_restart_mid_quarter_keeps_the_quarters_energy_equal_to_the_meter_delta(
+    private_infra: Infra,
+) -> None:
+    infra = private_infra  # its own broker and Redis: no other telemetry process shares the group
+    site_id = unique("restart-villa")
+    q = floor_quarter(utc_now()) - timedelta(hours=1)
+    before = [(q, 100.0), (q + timedelta(minutes=5), 100.5), (q + timedelta(minutes=10), 101.0)]
+    after = [(q + timedelta(minutes=15), 101.6), (q + timedelta(minutes=18), 101.9)]
+    client = aioredis.from_url(infra.redis_url)
+    try:
+        with running("telemetry", infra, TELEMETRY_ENV):
+            last = await _send(infra.kafka_bootstrap, site_id, before)
+            await _wait_committed(infra.kafka_bootstrap, last)
+            # committed: these readings are never delivered again, only Redis can bring them back
+            assert (await _states(infra.redis_url, [site_id]))[site_id].measured_at == before[-1][0]
+            assert await client.exists(quarter_key(site_id))
+        with running("telemetry", infra, TELEMETRY_ENV):
+            await _send(infra.kafka_bootstrap, site_id, after)
+            records = await wait_for_records(
+                infra.kafka_bootstrap,
+                topics.SITES_TELEMETRY_QUARTER.name,
+                lambda r: site_id.encode() in r.value,
+            )
+    finally:
+        await client.aclose()
+    agg = QuarterAggregated.from_json_bytes(records[0].value)
+    assert agg.interval_start == q
+    assert agg.readings == 3  # the three from before the restart
+    assert agg.quality is AggregateQuality.MEASURED
+    assert agg.energy_kwh == pytest.approx(101.6 - 100.0)  # meter at the quarter's end minus at its start

@@ -10,7 +10,7 @@ import pytest
 
 from hybridpool_shared.messages import AggregateQuality, QuarterAggregated, TelemetryReported
 from hybridpool_shared.timeutil import local_day_bounds, quarters_in_local_day
-from services.telemetry.domain.quarters import MeterOrderError, QuarterAggregator, Sample
+from services.telemetry.domain.quarters import MeterOrderError, QuarterAggregator, Sample, sample_lines
 from services.telemetry.domain.state import last_of, next_state
 from services.telemetry.domain.validation import InvalidReading, Order, check_reading
 
@@ -193,3 +193,21 @@ def test_a_reading_later_than_its_published_quarter_is_counted_as_late() -> None
     assert [q.interval_start for q in out] == [T0]
     assert not agg.add("v1", Sample(t + 90, 1.5))
     assert agg.late == 1
+
+
+def test_a_restored_snapshot_with_appended_samples_closes_the_same_quarters() -> None:
+    t = T0.timestamp()
+    samples = _series(t - 600, t + 3 * 900, seed=4)
+    whole, resumed = QuarterAggregator(), QuarterAggregator()
+    cut = len(samples) // 2
+    expected = _feed(whole, samples)
+    got = _feed(resumed, samples[: cut - 3])
+    stored = resumed.snapshot("v1") + sample_lines(samples[cut - 3 : cut])  # three appended after it
+    for s in samples[cut - 3 : cut]:
+        resumed.add("v1", s)
+    got += resumed.close_ready("v1")
+    restarted = QuarterAggregator()
+    restarted.restore("v1", stored)
+    got += _feed(restarted, samples[cut:])
+    assert [q.model_dump() for q in got] == [q.model_dump() for q in expected]
+    assert len(expected) >= 3

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import astuple, dataclass, field, replace
 from datetime import UTC, datetime
 from operator import attrgetter
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import orjson
 
 from hybridpool_shared.messages import AggregateQuality, QuarterAggregated
 
@@ -86,12 +88,14 @@ class QuarterAggregator:
         self.grace_s = grace_s
         self.sites: dict[str, _Site] = {}
         self.late = 0
+        self.reshaped: set[str] = set()  # sites whose quarter or pending list changed, not just their samples
 
     def add(self, site_id: str, s: Sample) -> bool:
         """Insert a reading; return False for a duplicate or one too late for its (closed) quarter."""
         site = self.sites.get(site_id)
         if site is None:
             self.sites[site_id] = _Site(open_from=floor_quarter_s(s.t), samples=[s])
+            self.reshaped.add(site_id)
             return True
         if site.anchor is not None and s.t <= site.anchor.t:
             self.late += s.t < site.anchor.t
@@ -116,6 +120,8 @@ class QuarterAggregator:
         latest = site.latest()
         while latest is not None and latest.t >= site.open_from + QUARTER_S + self.grace_s:
             out.append(self._close(site_id, site))
+        if out:
+            self.reshaped.add(site_id)
         return out
 
     def close_idle(self, site_id: str, site_now_s: float) -> list[QuarterAggregated]:
@@ -124,7 +130,41 @@ class QuarterAggregator:
         out = []
         while site_now_s >= site.open_from + QUARTER_S + self.grace_s:
             out.append(self._close(site_id, site))
+        if out:
+            self.reshaped.add(site_id)
         return out
+
+    def snapshot(self, site_id: str) -> bytes:
+        """Return a site's open quarter (and quarters awaiting revision) as text: a header, then samples.
+
+        One line per sample, so newly added samples can be appended (see sample_lines) instead of
+        rewriting the whole quarter with every reading.
+        """
+        site = self.sites[site_id]
+        header = {
+            "open_from": site.open_from,
+            "anchor": list(site.anchor) if site.anchor else None,
+            "pending": [[p.start, astuple(p.acc), [list(s) for s in p.inside]] for p in site.pending],
+        }
+        return orjson.dumps(header) + b"\n" + sample_lines(site.samples)
+
+    def restore(self, site_id: str, text: bytes) -> None:
+        """Take over a site's open quarter from a snapshot (plus appended samples)."""
+        head, *lines = text.splitlines()
+        header: dict[str, Any] = orjson.loads(head)
+        samples: dict[float, Sample] = {}
+        for line in lines:
+            s = Sample(*orjson.loads(line))
+            samples[s.t] = s
+        self.sites[site_id] = _Site(
+            open_from=header["open_from"],
+            anchor=Sample(*header["anchor"]) if header["anchor"] else None,
+            samples=sorted(samples.values(), key=_T),
+            pending=[
+                _Pending(start, _Acc(*acc), [Sample(*s) for s in inside])
+                for start, acc, inside in header["pending"]
+            ],
+        )
 
     def _close(self, site_id: str, site: _Site) -> QuarterAggregated:
         start = site.open_from
@@ -159,6 +199,11 @@ class QuarterAggregator:
             )
         site.pending.clear()
         return out
+
+
+def sample_lines(samples: list[Sample]) -> bytes:
+    """Return samples as snapshot lines (each ends with a newline)."""
+    return b"".join(orjson.dumps(list(s)) + b"\n" for s in samples)
 
 
 def _add_segment(acc: _Acc, a: Sample, b: Sample, lo: float, hi: float) -> None:

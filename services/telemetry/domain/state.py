@@ -24,6 +24,16 @@ class Timing:
     min_run: timedelta = timedelta(minutes=15)
     lockout: timedelta = timedelta(minutes=15)
 
+    @property
+    def min_run_s(self) -> float:
+        """Minimum run in seconds."""
+        return self.min_run.total_seconds()
+
+    @property
+    def lockout_s(self) -> float:
+        """Lock-out in seconds."""
+        return self.lockout.total_seconds()
+
 
 class Last(NamedTuple):
     """What the next reading of a site is checked and continued against (times in epoch seconds)."""
@@ -62,17 +72,19 @@ def advance(prev: Last | None, r: TelemetryReported) -> Last:
     return Last(t, r.meter_reading_kwh, r.hp_running, running_since, stopped_since)
 
 
-def _iso(epoch_s: float | None) -> str | None:
-    return None if epoch_s is None else datetime.fromtimestamp(epoch_s, tz=UTC).isoformat()
+def _at(epoch_s: float | None) -> datetime | None:
+    return None if epoch_s is None else datetime.fromtimestamp(epoch_s, tz=UTC)
 
 
-def state_document(r: TelemetryReported, last: Last, received_s: float, timing: Timing) -> dict[str, Any]:
-    """Return the SiteLiveState document (JSON-ready) after reading r, with last = advance(prev, r)."""
-    received = _iso(received_s)
+def state_document(r: TelemetryReported, last: Last, received: datetime, timing: Timing) -> dict[str, Any]:
+    """Return the SiteLiveState document after reading r, with last = advance(prev, r).
+
+    Timestamps stay datetimes: orjson writes them as ISO 8601 far faster than isoformat() would.
+    """
     run, rest = last.running_since_s, last.stopped_since_s
     return {
         "site_id": r.site_id,
-        "measured_at": r.measured_at.isoformat(),
+        "measured_at": r.measured_at,
         "electric_power_kw": r.electric_power_kw,
         "meter_reading_kwh": r.meter_reading_kwh,
         "hp_running": r.hp_running,
@@ -80,10 +92,10 @@ def state_document(r: TelemetryReported, last: Last, received_s: float, timing: 
         "sg_ready_state": r.sg_ready_state,
         "indoor_temp_c": r.indoor_temp_c,
         "outdoor_temp_c": r.outdoor_temp_c,
-        "running_since": _iso(run),
-        "stopped_since": _iso(rest),
-        "lockout_ends_at": _iso(rest + timing.lockout.total_seconds()) if rest and not r.hp_running else None,
-        "min_run_ends_at": _iso(run + timing.min_run.total_seconds()) if run and r.hp_running else None,
+        "running_since": _at(run),
+        "stopped_since": _at(rest),
+        "lockout_ends_at": _at(rest + timing.lockout_s) if rest and not r.hp_running else None,
+        "min_run_ends_at": _at(run + timing.min_run_s) if run and r.hp_running else None,
         "gateway_status": GatewayStatus.OK.value,
         "updated_at": received,
         "received_at": received,
@@ -93,9 +105,9 @@ def state_document(r: TelemetryReported, last: Last, received_s: float, timing: 
     }
 
 
-def state_json(r: TelemetryReported, last: Last, received_s: float, timing: Timing) -> str:
-    """Return the SiteLiveState JSON after reading r."""
-    return orjson.dumps(state_document(r, last, received_s, timing)).decode()
+def state_json(r: TelemetryReported, last: Last, received: datetime, timing: Timing) -> bytes:
+    """Return the SiteLiveState JSON after reading r (received: its arrival, aware UTC)."""
+    return orjson.dumps(state_document(r, last, received, timing))
 
 
 def next_state(
@@ -103,7 +115,7 @@ def next_state(
 ) -> SiteLiveState:
     """Return the validated state after a reading newer than prev."""
     last = advance(last_of(prev) if prev else None, r)
-    return SiteLiveState.model_validate_json(state_json(r, last, received_at.timestamp(), timing))
+    return SiteLiveState.model_validate_json(state_json(r, last, received_at.astimezone(UTC), timing))
 
 
 def gateway_status(age_s: float, stale_after_s: float, offline_after_s: float) -> GatewayStatus:
