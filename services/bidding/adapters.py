@@ -10,13 +10,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from hybridpool_shared.domain.reaction import ReactionProfile, profile_key
+from hybridpool_shared.domain.reaction import REQUIREMENTS, ReactionProfile, profile_key
 from hybridpool_shared.messages import (
     BalancePriceComputed,
     BidCleared,
     DayAheadPriceIngested,
     ReactionMeasured,
     ReservePriceIngested,
+    ReserveProduct,
     SiteMasterDataChanged,
     SitePoolMembershipChanged,
 )
@@ -255,14 +256,23 @@ class SiteStore:
         profile["commands"] = [*profile["commands"][-49:], reaction.command_id]
         await self.redis.hset(REACTIONS_KEY, reaction.site_id, json.dumps(profile))
 
-    async def responses(self, site_ids: list[str]) -> dict[str, float]:
-        """Return each measured site's response share (absent: no measurement, all respond).
+    async def responses(self, areas: dict[str, str], assumed: dict[str, float]) -> dict[str, float]:
+        """Return each site's deliverable share for the reserve product of its area.
 
-        Dispatch's reaction profile (`dispatch:reaction_profile:<site>`) wins where it has samples;
-        otherwise the EWMA this service keeps from `dispatch.reactions`.
+        Dispatch's reaction profile (`dispatch:reaction_profile:<site>`) is judged against that
+        product's full-activation time; without one, the EWMA this service keeps from
+        `dispatch.reactions` (FCR-N's 150 s only); without either, the share assumed for the product.
         """
         raw = await self.redis.hgetall(REACTIONS_KEY)
-        result = {_text(k): float(json.loads(v)["response"]) for k, v in raw.items()}
+        ewma = {_text(k): float(json.loads(v)["response"]) for k, v in raw.items()}
+        result: dict[str, float] = {}
+        for site_id, area in areas.items():
+            product = area_product(area)
+            if site_id in ewma and product is ReserveProduct.FCR_N:
+                result[site_id] = ewma[site_id]
+            else:
+                result[site_id] = assumed[product.value]
+        site_ids = sorted(areas)
         for start in range(0, len(site_ids), 500):
             chunk = site_ids[start : start + 500]
             pipe = self.redis.pipeline(transaction=False)
@@ -275,17 +285,28 @@ class SiteStore:
                     except ValueError:
                         continue
                     if profile.samples > 0:
-                        result[site_id] = profile_response(profile)
+                        deadline_s = full_activation_s(area_product(areas[site_id]))
+                        result[site_id] = profile_response(profile, deadline_s)
         return result
 
 
-def profile_response(profile: ReactionProfile) -> float:
-    """Deliverable share from a reaction profile: responding share × (150 s / p90 to 90 %, at most 1)."""
+def area_product(area: str) -> ReserveProduct:
+    """The symmetric frequency reserve the pool offers in an area: FCR in DK1, FCR-N in DK2."""
+    return ReserveProduct.FCR_DK1 if area == "DK1" else ReserveProduct.FCR_N
+
+
+def full_activation_s(product: ReserveProduct) -> float:
+    """The strictest time by which a product wants 100 % (FCR-N: the seed's 150 s; FCR DK1: 30 s)."""
+    return min(c.within_s for c in REQUIREMENTS[product.value] if c.share >= 1.0)
+
+
+def profile_response(profile: ReactionProfile, deadline_s: float = FCR_FULL_ACTIVATION_S) -> float:
+    """Deliverable share from a reaction profile: responding share × (deadline / p90 to 90 %, at most 1)."""
     share = 1.0 - profile.never_responded_share
     p90 = profile.reached_90_s.p90_s
     if p90 is None:
         return 0.0
-    return round(share * min(1.0, FCR_FULL_ACTIVATION_S / max(p90, 1e-9)), 4)
+    return round(share * min(1.0, deadline_s / max(p90, 1e-9)), 4)
 
 
 async def live_states(redis: aioredis.Redis, site_ids: list[str]) -> dict[str, SiteLiveState]:

@@ -33,7 +33,7 @@ from hybridpool_shared.runtime import Service, build_service, serve
 from hybridpool_shared.timeutil import COPENHAGEN, floor_quarter, local_day_bounds, utc_now
 from services.bidding import adapters
 from services.bidding.adapters import Book, BookStore, SiteStore
-from services.bidding.assemble import Assembled, assemble
+from services.bidding.assemble import DEFAULT_AREA, Assembled, assemble
 from services.bidding.domain.inputs import Options, periods
 from services.bidding.domain.planner import PlanOutcome, max_symmetric_plan, plan, pool_sizing
 from services.bidding.settings import BiddingSettings
@@ -90,7 +90,9 @@ class Planner:
         masters = {i: m for i, m in (await self.sites.all()).items() if i not in excluded}
         live = await adapters.live_states(self.service.redis, list(masters))
         states = {i: s for i, s in live.items() if i not in excluded}
-        responses = await self.sites.responses(sorted(set(masters) | set(states)))
+        areas = {i: m.location.price_area for i, m in masters.items()}
+        areas |= {i: DEFAULT_AREA for i in states if i not in areas}
+        responses = await self.sites.responses(areas, self.settings.assumed_response())
         return assemble(masters, states, responses, self.book, self.settings, first, quarters)
 
     async def run(self, kind: str, now: datetime, trigger: str | None = None) -> dict[str, Any] | None:

@@ -30,6 +30,22 @@ class BiddingSettings(ServiceSettings):
         default=1.0, gt=0, description="Smallest FCR bid in DK1 (market: 1 MW)."
     )
     min_bid_mfrr_mw: float = Field(default=1.0, gt=0, description="Smallest mFRR energy bid (market: 1 MW).")
+    assumed_response_fcr_n: float = Field(
+        default=1.0, ge=0, le=1, description="Deliverable share of a site not yet measured, FCR-N (150 s)."
+    )
+    assumed_response_fcr_dk1: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Same for FCR in DK1, full within 30 s; the seed measured ≈ 2 min to switch a HP off.",
+    )
+
+    def assumed_response(self) -> dict[str, float]:
+        """The assumed deliverable share of an unmeasured site, by product."""
+        return {
+            ReserveProduct.FCR_N.value: self.assumed_response_fcr_n,
+            ReserveProduct.FCR_DK1.value: self.assumed_response_fcr_dk1,
+        }
 
     @model_validator(mode="after")
     def _at_least_the_market_minimum(self) -> Self:

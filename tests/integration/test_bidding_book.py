@@ -1,4 +1,4 @@
-"""Bidding's price book survives a restart: its Redis copy is written after each handler and read at start."""
+"""Bidding's Redis-backed inputs: the price book survives a restart, reaction shares per product."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from hybridpool_shared import topics
+from hybridpool_shared.domain.reaction import PhaseStats, ReactionProfile, profile_key
 from hybridpool_shared.messages import BalancePriceComputed, DayAheadPriceIngested, ReservePriceIngested
 from hybridpool_shared.timeutil import floor_quarter, utc_now
-from services.bidding.adapters import Book, BookStore
+from services.bidding.adapters import Book, BookStore, SiteStore, area_product, full_activation_s
+from services.bidding.settings import BiddingSettings
 from tests.infra import Infra, poll_json, produce, running, unique
 
 pytestmark = pytest.mark.integration
@@ -113,3 +115,33 @@ async def test_a_restarted_bidding_service_plans_with_the_prices_it_had(infra: I
         with running("bidding", infra, env) as second:
             after = (await client.get(f"{second.url}/inputs")).json()
     assert after["spot_quarters"]["DK1"] >= before["spot_quarters"]["DK1"]
+
+
+def _profile(site_id: str, p90_s: float) -> ReactionProfile:
+    stats = PhaseStats(median_s=p90_s, p90_s=p90_s, count=10)
+    return ReactionProfile(
+        site_id=site_id,
+        samples=10,
+        never_responded_share=0.0,
+        ack_s=stats,
+        first_change_s=stats,
+        reached_50_s=stats,
+        reached_90_s=stats,
+        stable_s=stats,
+        updated_at=utc_now(),
+    )
+
+
+async def test_response_shares_are_judged_against_the_product_of_each_sites_area(
+    redis: aioredis.Redis,
+) -> None:
+    """FCR in DK1 wants 100 % in 30 s, FCR-N in DK2 in 150 s: the same 60 s site is half as useful in DK1."""
+    dk1, dk2 = unique("dk1-site"), unique("dk2-site")
+    new1, new2 = unique("dk1-new"), unique("dk2-new")
+    for site_id in (dk1, dk2):
+        await redis.hset(profile_key(site_id), mapping=_profile(site_id, 60.0).to_redis())  # type: ignore[arg-type]
+    areas = {dk1: "DK1", dk2: "DK2", new1: "DK1", new2: "DK2"}
+    shares = await SiteStore(redis).responses(areas, BiddingSettings().assumed_response())
+    assert shares == {dk1: 0.5, dk2: 1.0, new1: 0.0, new2: 1.0}
+    assert full_activation_s(area_product("DK1")) == 30.0
+    assert full_activation_s(area_product("DK2")) == 150.0
