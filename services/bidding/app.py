@@ -32,7 +32,7 @@ from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service, build_service, serve
 from hybridpool_shared.timeutil import COPENHAGEN, floor_quarter, local_day_bounds, utc_now
 from services.bidding import adapters
-from services.bidding.adapters import Book, BookStore, SiteStore
+from services.bidding.adapters import Book, BookStore, SiteStore, full_activation_s
 from services.bidding.assemble import DEFAULT_AREA, Assembled, assemble
 from services.bidding.domain.inputs import Options, periods
 from services.bidding.domain.planner import PlanOutcome, max_symmetric_plan, plan, pool_sizing
@@ -261,8 +261,11 @@ def periods_without_bid(assembled: Assembled, outcome: PlanOutcome) -> list[dict
     """Each product period without a capacity bid, with its guaranteed symmetric MW and why."""
     market = assembled.market
     bid = {(b.area, b.first) for b in outcome.capacity_bids}
+    fleet = assembled.fleet
     rows = []
     for area in sorted(outcome.capability.up_mw):
+        in_area = np.array([a == area for a in fleet.area], dtype=bool)
+        fast_enough = int(((fleet.response > 0) & in_area & fleet.online).sum())
         both = np.minimum(outcome.capability.up_mw[area], outcome.capability.down_mw[area])
         for period in periods(market, area):
             if (area, period.first) in bid:
@@ -278,6 +281,8 @@ def periods_without_bid(assembled: Assembled, outcome: PlanOutcome) -> list[dict
             reason = (
                 "fallback plan: no capacity is offered"
                 if outcome.fallback
+                else _too_slow(area, period.product.product)
+                if fast_enough == 0
                 else (
                     f"guaranteed symmetric {mw:.2f} MW < minimum {period.product.min_mw} MW: at "
                     f"{price:.1f} EUR/MW/h holding more does not pay, or the fleet cannot"
@@ -294,6 +299,14 @@ def periods_without_bid(assembled: Assembled, outcome: PlanOutcome) -> list[dict
                 }
             )
     return rows
+
+
+def _too_slow(area: str, product: str) -> str:
+    deadline = full_activation_s(ReserveProduct(product))
+    return (
+        f"no online site in {area} is measured (or assumed) to reach 100 % within {deadline:.0f} s, "
+        f"as {product} requires"
+    )
 
 
 def build(settings: BiddingSettings) -> Service:

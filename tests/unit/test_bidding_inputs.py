@@ -183,6 +183,19 @@ def test_messages_from_a_plan_are_valid_and_idempotent() -> None:
         BidSubmitted.model_validate({**capacity[0].model_dump(), "capacity_mw": 0.35})
 
 
+def test_dk1_periods_without_a_fast_enough_site_say_so() -> None:
+    """DK1 FCR wants 100 % within 30 s: with every site's share 0, each 4-h block names that as the why."""
+    masters = {f"d{i:03d}": _master(f"d{i:03d}", "DK1") for i in range(300)}
+    states = {k: _state(k, i % 2 == 0) for i, k in enumerate(masters)}
+    built = assemble(masters, states, dict.fromkeys(masters, 0.0), Book(), SETTINGS, FIRST, 96)
+    assert built is not None
+    outcome = max_symmetric_plan(built.fleet, built.market, Options(time_limit_s=10))
+    assert outcome.capacity_bids == []
+    missing = periods_without_bid(built, outcome)
+    assert len(missing) == 6
+    assert all("within 30 s" in row["reason"] and row["product"] == "fcr_dk1" for row in missing)
+
+
 def test_product_periods_on_a_dst_day() -> None:
     """Autumn DST day (100 quarters): whole hours and 4-hour blocks only; the doubled hour is not bid."""
     from datetime import date
