@@ -19,7 +19,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -49,8 +49,17 @@ async def one_run(bootstrap: str, redis_url: str, sites: int, run: int) -> tuple
     began = 0.0
 
     class TimedPublisher(CommandPublisher):
-        async def publish_many(self, messages: Sequence[SwitchHeatPump], on_confirmed: object = None) -> None:
-            await super().publish_many(messages, lambda _m: done.append(time.perf_counter() - began))
+        async def publish_many(
+            self,
+            messages: Sequence[SwitchHeatPump],
+            on_confirmed: Callable[[SwitchHeatPump], None] | None = None,
+        ) -> None:
+            def confirmed(m: SwitchHeatPump) -> None:
+                done.append(time.perf_counter() - began)
+                if on_confirmed is not None:
+                    on_confirmed(m)
+
+            await super().publish_many(messages, confirmed)
 
     out = TimedPublisher(bootstrap, idempotence=False, client_id="bench-dispatch")
     await out.start()  # connect outside the timed part: a running service is connected

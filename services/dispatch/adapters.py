@@ -32,28 +32,44 @@ HEADERS = [("content-type", b"application/json"), ("message-type", b"SwitchHeatP
 CLAIM_CHUNK = 2000  # units per script call: one round trip; Redis is busy some tens of milliseconds
 # One script decides atomically whether a unit may be switched, and if so records the new state,
 # the next sequence number and the earliest time the opposite switch is allowed. Two dispatch workers
-# (or a redelivered activation) therefore never switch the same unit twice.
+# (or a redelivered activation) therefore never switch the same unit twice. A unit's record is one
+# string (creating one key with one value is what costs Redis least); a record still in the former
+# hash layout is read and honoured, and rewritten in the packed form by the unit's next command.
+# `resend` puts the unit's latest command out again (same id and seq) if it is still the latest, was
+# issued no later than the request's lease field says, and its lease runs: for a command whose
+# publishing failed, or one this worker does not know was ever sent.
 CLAIM_LUA = r"""
 local now, action, owner = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local out = {}
 local k = 0
 local unit = '([^,;]+),([^,;]+),([^,;]+),([^,;]+),([^,;]+)'
+-- a unit's record, one string: seq|state|owner_until|stop_ok|start_ok|issued|cmd_until|rule|last_cmd|owner
+local packed = '^(%d+)|(%d)|(%-?%d+)|(%-?%d+)|(%-?%d+)|(%-?%d+)|(%-?%d+)|(%a?)|([^|]*)|(.*)$'
+local function num(x) return string.format('%d', x) end
 for cid, lease_s, minrun_s, lockout_s, free_s in string.gmatch(ARGV[4], unit) do
   k = k + 1
   local lease, minrun = tonumber(lease_s), tonumber(minrun_s)
   local lockout, live_free = tonumber(lockout_s), tonumber(free_s)
   local key = KEYS[k]
-  local h = redis.call('HMGET', key, 'seq', 'state', 'owner', 'owner_until', 'stop_ok_ms', 'start_ok_ms',
-                       'last_cmd')
-  local seq = tonumber(h[1]) or 0
-  local state = h[2] or '2'
-  local cur = h[3] or ''
-  local cur_until = tonumber(h[4]) or 0
-  local stop_ok = tonumber(h[5]) or 0
-  local start_ok = tonumber(h[6]) or 0
-  local last = h[7] or ''
+  local seq, state, cur, cur_until, stop_ok, start_ok = 0, '2', '', 0, 0, 0
+  local issued, cmd_until, rule, last = 0, 0, '', ''
+  local raw = redis.pcall('GET', key)
+  if type(raw) == 'string' then
+    local a, b, c, d, e, f, g, h, i, j = string.match(raw, packed)
+    if not a then return redis.error_reply('unreadable unit record ' .. key) end
+    seq, state, cur_until, stop_ok, start_ok = tonumber(a), b, tonumber(c), tonumber(d), tonumber(e)
+    issued, cmd_until, rule, last, cur = tonumber(f), tonumber(g), h, i, j
+  elseif type(raw) == 'table' then
+    -- a record of the former layout (a hash of fields): honoured, rewritten in the packed form on change
+    local o = redis.call('HMGET', key, 'seq', 'state', 'owner', 'owner_until', 'stop_ok_ms', 'start_ok_ms',
+                         'last_cmd', 'changed_ms')
+    seq, state, cur = tonumber(o[1]) or 0, o[2] or '2', o[3] or ''
+    cur_until, stop_ok, start_ok = tonumber(o[4]) or 0, tonumber(o[5]) or 0, tonumber(o[6]) or 0
+    last, issued, cmd_until = o[7] or '', tonumber(o[8]) or 0, tonumber(o[4]) or 0
+  end
   local foreign = cur ~= '' and cur ~= owner and cur ~= 'plan' and cur_until > now
   local r
+  local write = false
   if action == 'block' or action == 'force_on' then
     local want = (action == 'block') and '1' or '4'
     if cur == owner and state == want then
@@ -65,11 +81,9 @@ for cid, lease_s, minrun_s, lockout_s, free_s in string.gmatch(ARGV[4], unit) do
     elseif action == 'force_on' and now < math.max(start_ok, live_free) then
       r = {-1, 'lock-out not over', seq, last}
     else
-      seq = seq + 1
-      local rule_field = (action == 'block') and 'start_ok_ms' or 'stop_ok_ms'
-      local rule_at = (action == 'block') and (now + lockout) or (now + minrun)
-      redis.call('HSET', key, 'seq', seq, 'state', want, 'owner', owner, 'owner_until', lease,
-                 'last_cmd', cid, 'changed_ms', now, rule_field, rule_at)
+      seq, state, cur, cur_until, issued, cmd_until, last = seq + 1, want, owner, lease, now, lease, cid
+      if action == 'block' then start_ok, rule = now + lockout, 'l' else stop_ok, rule = now + minrun, 'r' end
+      write = true
       r = {1, 'ok', seq, cid}
     end
   elseif action == 'release' then
@@ -80,24 +94,41 @@ for cid, lease_s, minrun_s, lockout_s, free_s in string.gmatch(ARGV[4], unit) do
     elseif state == '4' and now < stop_ok then
       r = {-1, 'min run not over', seq, last}
     else
-      seq = seq + 1
       -- released from a block the HP may start (then it must run); from force-on it may stop (then rest)
-      local rule_field = (state == '1') and 'stop_ok_ms' or 'start_ok_ms'
-      local rule_at = (state == '1') and (now + minrun) or (now + lockout)
-      redis.call('HSET', key, 'seq', seq, 'state', '2', 'owner', '', 'owner_until', 0, 'last_cmd', cid,
-                 'changed_ms', now, rule_field, rule_at)
+      if state == '1' then stop_ok, rule = now + minrun, 'r' else start_ok, rule = now + lockout, 'l' end
+      seq, state, cur, cur_until, issued, cmd_until, last = seq + 1, '2', '', 0, now, lease, cid
+      write = true
       r = {1, 'ok', seq, cid}
     end
   elseif action == 'renew' then
     if cur ~= owner then
       r = {-1, 'not held', seq, last}
     else
-      seq = seq + 1
-      redis.call('HSET', key, 'seq', seq, 'owner_until', lease, 'last_cmd', cid)
+      seq, cur_until, issued, cmd_until, last, rule = seq + 1, lease, now, lease, cid, ''
+      write = true
       r = {1, 'ok', seq, cid}
+    end
+  elseif action == 'resend' then
+    -- the unit's latest command goes out (again): its rule runs from now, the moment it can take effect
+    if last ~= cid then
+      r = {-1, 'superseded', seq, last}
+    elseif issued > lease then
+      r = {-1, 'too recent', seq, last}
+    elseif now >= cmd_until then
+      r = {-1, 'lease over', seq, last}
+    else
+      if rule == 'l' then start_ok = math.max(start_ok, now + lockout) end
+      if rule == 'r' then stop_ok = math.max(stop_ok, now + minrun) end
+      write = true
+      r = {1, state .. ',' .. num(issued) .. ',' .. num(cmd_until), seq, cid}
     end
   else
     r = {-1, 'unknown action', seq, last}
+  end
+  if write then
+    redis.call('SET', key, num(seq) .. '|' .. state .. '|' .. num(cur_until) .. '|' .. num(stop_ok) .. '|' ..
+               num(start_ok) .. '|' .. num(issued) .. '|' .. num(cmd_until) .. '|' .. rule .. '|' .. last ..
+               '|' .. cur)
   end
   out[k] = r[1] .. '|' .. r[3] .. '|' .. r[4] .. '|' .. r[2]
 end
@@ -110,7 +141,10 @@ _SEPARATORS = re.compile(r"[,;|\n]")  # the claim script's field and record sepa
 
 @dataclass(frozen=True)
 class ClaimRequest:
-    """Ask to switch one unit: block / force_on / release / renew."""
+    """Ask to switch one unit: block / force_on / release / renew; or resend its latest command.
+
+    For `resend`, lease_until_ms is the latest issue time of a command that may go out again.
+    """
 
     site_id: str
     action: str
@@ -134,6 +168,21 @@ class ClaimResult:
     reason: str
     seq: int
     command_id: str
+
+
+@dataclass(frozen=True)
+class LatestCommand:
+    """A unit's latest command, cleared to go out again: its seq, state and times as recorded."""
+
+    site_id: str
+    command_id: str
+    seq: int
+    state: int
+    issued_ms: int
+    valid_until_ms: int
+
+
+UNIT_FIELDS = ("seq", "state", "owner_until", "stop_ok_ms", "start_ok_ms", "issued_ms", "cmd_until_ms")
 
 
 def _text(value: Any) -> str:
@@ -178,10 +227,36 @@ class SafetyStore:
             start = end
         return results
 
+    async def resend(
+        self, requests: Sequence[ClaimRequest], now_ms: int
+    ) -> list[LatestCommand | ClaimResult]:
+        """Clear each unit's latest command to go out again (its rule then runs from now); else why not."""
+        out: list[LatestCommand | ClaimResult] = []
+        for req, res in zip(requests, await self.claim(requests, now_ms), strict=True):
+            if res.status != 1:
+                out.append(res)
+                continue
+            state, issued_ms, until_ms = res.reason.split(",")
+            out.append(
+                LatestCommand(req.site_id, res.command_id, res.seq, int(state), int(issued_ms), int(until_ms))
+            )
+        return out
+
     async def record(self, site_id: str) -> dict[str, str]:
-        """Return a unit's switching record."""
-        raw = await self.redis.hgetall(self.unit_key(site_id))
-        return {_text(k): _text(v) for k, v in raw.items()}
+        """Return a unit's switching record (either layout) as named fields; empty if there is none."""
+        key = self.unit_key(site_id)
+        if _text(await self.redis.type(key)) == "hash":
+            raw = await self.redis.hgetall(key)
+            return {_text(k): _text(v) for k, v in raw.items()}
+        packed = await self.redis.get(key)
+        if packed is None:
+            return {}
+        *numbers, rule, last_cmd, owner = _text(packed).split("|", 9)
+        return dict(zip(UNIT_FIELDS, numbers, strict=True)) | {
+            "rule": rule,
+            "last_cmd": last_cmd,
+            "owner": owner,
+        }
 
 
 class CommandLog:
@@ -296,22 +371,32 @@ class CommandPublisher:
                 part = self._partition_of[key] = self._partitioner(key, partitions, partitions)
             by_partition.setdefault(part, []).append((key, m))
         sent: list[tuple[asyncio.Future[Any], list[SwitchHeatPump]]] = []
-        for part, items in by_partition.items():
-            batch = producer.create_batch()
-            members: list[SwitchHeatPump] = []
-            for key, m in items:
-                value = m.to_json_bytes()
-                if batch.append(timestamp=None, key=key, value=value, headers=HEADERS) is None:
-                    sent.append((await producer.send_batch(batch, topic, partition=part), members))
-                    batch, members = producer.create_batch(), []
-                    batch.append(timestamp=None, key=key, value=value, headers=HEADERS)
-                members.append(m)
-            sent.append((await producer.send_batch(batch, topic, partition=part), members))
-        for fut, members in sent:
-            await fut
+        error: Exception | None = None
+        try:
+            for part, items in by_partition.items():
+                batch = producer.create_batch()
+                members: list[SwitchHeatPump] = []
+                for key, m in items:
+                    value = m.to_json_bytes()
+                    if batch.append(timestamp=None, key=key, value=value, headers=HEADERS) is None:
+                        sent.append((await producer.send_batch(batch, topic, partition=part), members))
+                        batch, members = producer.create_batch(), []
+                        batch.append(timestamp=None, key=key, value=value, headers=HEADERS)
+                    members.append(m)
+                sent.append((await producer.send_batch(batch, topic, partition=part), members))
+        except Exception as exc:  # the batches already handed over are still confirmed (or not) below
+            error = exc
+        for fut, members in sent:  # every batch's outcome counts: the caller re-sends only the failed ones
+            try:
+                await fut
+            except Exception as exc:
+                error = error or exc
+                continue
             if on_confirmed is not None:
                 for m in members:
                     on_confirmed(m)
+        if error is not None:
+            raise error
 
     async def stop(self) -> None:
         """Flush and close the producer."""

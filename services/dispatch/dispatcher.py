@@ -43,6 +43,7 @@ from services.dispatch.adapters import (
     ClaimResult,
     CommandLog,
     CommandPublisher,
+    LatestCommand,
     ProfileStore,
     ReportStore,
     SafetyStore,
@@ -78,13 +79,20 @@ def _dt(at_s: float) -> datetime:
     return datetime.fromtimestamp(at_s, tz=UTC)
 
 
-_ID_PREFIX = "cmd-" + secrets.token_hex(8) + "-"
-_ID_COUNTER = itertools.count()
+class CommandIds:
+    """Fresh, globally unique command ids: random per worker, then a counter; tells its own from others'."""
 
+    def __init__(self) -> None:
+        self.prefix = "cmd-" + secrets.token_hex(8) + "-"
+        self._counter = itertools.count()
 
-def new_command_id() -> str:
-    """Return a fresh, globally unique command id (random per process, then a counter)."""
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
+    def new(self) -> str:
+        """Return a fresh command id."""
+        return f"{self.prefix}{next(self._counter):x}"
+
+    def mine(self, command_id: str) -> bool:
+        """Return True if this worker issued the command id."""
+        return command_id.startswith(self.prefix)
 
 
 @dataclass
@@ -94,6 +102,7 @@ class SentCommand:
     message: SwitchHeatPump
     owner: str
     acked: bool = False
+    published: bool = False  # confirmed by the broker; until then each tick tries again
 
 
 class Dispatcher:
@@ -129,6 +138,7 @@ class Dispatcher:
             timedelta(seconds=settings.reaction_stable_window_s),
         )
         self.sent: dict[str, SentCommand] = {}
+        self.ids = CommandIds()
         self.plans: dict[str, SitePlanComputed] = {}
         self.plan_applied: dict[str, tuple[datetime, SgReadyState]] = {}
         self.plan_block_since: dict[str, float] = {}
@@ -297,6 +307,7 @@ class Dispatcher:
         """One pass: every activation's loop, leases, reactions, the plan, capacity gauges."""
         now = self.clock()
         async with self.lock:
+            await self._republish(now)
             for loop in list(self.loops.values()):
                 await self._step_loop(loop, now)
             self._expire(now)
@@ -368,6 +379,7 @@ class Dispatcher:
         the next chunks while this process builds and publishes the commands of the first. The command
         log of the burst is written once all of it is on the wire.
         """
+        owner = loop.spec.activation_id
         chunks = [switches[i : i + CLAIM_CHUNK] for i in range(0, len(switches), CLAIM_CHUNK)]
         claims = []
         for chunk in chunks:
@@ -375,19 +387,23 @@ class Dispatcher:
             task = asyncio.create_task(self.safety.claim(requests, int(now * 1000)))
             claims.append((chunk, requests, leases, task))
             await asyncio.sleep(0)  # let the claim go out: Redis works while the next chunk is prepared
-        sending, sent = [], []
+        sending: list[asyncio.Task[list[SwitchHeatPump]]] = []
+        unknown: list[tuple[str, str]] = []
         try:
             for chunk, requests, leases, task in claims:
-                out = self._switch_commands(loop, chunk, requests, leases, await task, now)
-                sent.extend(out)
-                sending.append(asyncio.create_task(self._publish_commands(out, loop.spec.activation_id)))
+                try:
+                    results = await task
+                except Exception:  # applied or not, unknown: the next claim of these units will tell
+                    LOGGER.exception("activation %s: claiming %d units failed", owner, len(chunk))
+                    continue
+                out = self._switch_commands(loop, chunk, requests, leases, results, now, unknown)
+                sending.append(asyncio.create_task(self._publish_commands(out, owner)))
         finally:
             # claims already queued take effect in Redis whatever happens here: never leave them dangling
             await asyncio.gather(*(task for *_, task in claims), return_exceptions=True)
-            try:
-                await asyncio.gather(*sending)
-            finally:
-                await self._log_sent(sent)
+            published = await asyncio.gather(*sending)
+            await self._log_sent([m for batch in published for m in batch])
+        await self._recover(unknown, owner, f"{loop.spec.product.value} {loop.spec.direction.value}", now)
 
     def _switch_requests(
         self, loop: ActivationLoop, switches: Sequence[Switch], now: float
@@ -409,7 +425,7 @@ class Dispatcher:
                     sw.site_id,
                     "block" if sw.state is SgReadyState.BLOCK else "force_on",
                     owner,
-                    new_command_id(),
+                    self.ids.new(),
                     int(lease * 1000),
                     int(u.min_run_s * 1000),
                     int(u.lockout_s * 1000),
@@ -426,8 +442,13 @@ class Dispatcher:
         leases: Sequence[float],
         results: Sequence[ClaimResult],
         now: float,
+        unknown: list[tuple[str, str]],
     ) -> list[SwitchHeatPump]:
-        """Turn granted claims into commands (refusals and duplicates are recorded, not sent)."""
+        """Turn granted claims into commands (refusals are recorded, not sent).
+
+        A duplicate whose command this worker does not hold goes to `unknown` (site, command id): its
+        claim may have outlived a failure before the command went out.
+        """
         owner = loop.spec.activation_id
         issued = _dt(now)
         reason = f"{loop.spec.product.value} {loop.spec.direction.value}"
@@ -441,8 +462,10 @@ class Dispatcher:
                 self.metrics.commands.labels(event="refused").inc()
                 continue
             loop.on_sent(sw, res.command_id, now, u.power_kw)
-            if res.status == 0:
-                continue  # another worker (or an earlier delivery) already switched this unit
+            if res.status == 0:  # another worker, an earlier delivery or a failed burst claimed it
+                if res.command_id not in self.sent:
+                    unknown.append((sw.site_id, res.command_id))
+                continue
             valid_until = until.get(lease)
             if valid_until is None:
                 valid_until = until[lease] = _dt(lease)
@@ -483,7 +506,7 @@ class Dispatcher:
                     rel.site_id,
                     "release",
                     owner,
-                    new_command_id(),
+                    self.ids.new(),
                     int((now + RELEASE_LEASE_S) * 1000),
                     int(u.min_run_s * 1000),
                     int(u.lockout_s * 1000),
@@ -517,41 +540,151 @@ class Dispatcher:
         loop.on_resent(action.site_id, now)
         if sent is None or sent.acked or sent.message.valid_until.timestamp() <= now:
             return
-        await self._publish_one(sent.message)
-        self.metrics.commands.labels(event="resent").inc()
-        await self.log.append(_log_entries("resent", [sent.message], now))
+        if not sent.published:
+            return  # never on the wire: _republish puts it out, with its rule running from then
+        if await self._put_out([sent.message]):
+            self.metrics.commands.labels(event="resent").inc()
+            await self.log.append(_log_entries("resent", [sent.message], now))
 
     async def _publish_one(self, msg: SwitchHeatPump) -> None:
-        if self.commands_out is not None:
-            await self.commands_out.publish_many([msg])
-            return
         async with self._sem:
             await self.publish(topics.DISPATCH_COMMANDS, msg)
 
-    async def _publish_all(self, msgs: Sequence[SwitchHeatPump]) -> None:
+    async def _put_out(self, msgs: Sequence[SwitchHeatPump]) -> list[SwitchHeatPump]:
+        """Publish registered commands; mark and return those the broker confirmed (failures are logged).
+
+        A command not confirmed stays registered as unpublished: the next tick's _republish puts it
+        out again, so a unit whose claim succeeded is never left without its command.
+        """
+        if not msgs:
+            return []
+        confirmed: list[SwitchHeatPump] = []
         if self.commands_out is not None:
-            await self.commands_out.publish_many(msgs)
+            try:
+                await self.commands_out.publish_many(msgs, confirmed.append)
+            except Exception:
+                LOGGER.exception("publishing commands: %d of %d confirmed", len(confirmed), len(msgs))
         else:
-            await asyncio.gather(*(self._publish_one(m) for m in msgs))
+            outcomes = await asyncio.gather(*(self._publish_one(m) for m in msgs), return_exceptions=True)
+            confirmed = [m for m, o in zip(msgs, outcomes, strict=True) if not isinstance(o, BaseException)]
+            if len(confirmed) < len(msgs):
+                error = next(o for o in outcomes if isinstance(o, BaseException))
+                LOGGER.error(
+                    "publishing commands: %d of %d failed: %r", len(msgs) - len(confirmed), len(msgs), error
+                )
+        for m in confirmed:
+            entry = self.sent.get(m.command_id)
+            if entry is not None:
+                entry.published = True
+        return confirmed
 
     async def _publish_commands(
         self, msgs: Sequence[SwitchHeatPump], owner: str, *, log: bool = False
-    ) -> None:
-        """Publish many commands concurrently (keyed by site) and count them; log them if asked."""
+    ) -> list[SwitchHeatPump]:
+        """Register and publish new commands (keyed by site); count, log if asked, return the confirmed."""
         if not msgs:
-            return
+            return []
         for m in msgs:
             self.sent[m.command_id] = SentCommand(m, owner)
-        try:
-            await self._publish_all(msgs)
-            self.metrics.commands.labels(event="sent").inc(len(msgs))
-        finally:
-            if log:
-                await self._log_sent(msgs)
+        confirmed = await self._put_out(msgs)
+        self.metrics.commands.labels(event="sent").inc(len(confirmed))
+        if log:
+            await self._log_sent(confirmed)
+        return confirmed
 
     async def _log_sent(self, msgs: Sequence[SwitchHeatPump]) -> None:
         if msgs:
             await self.log.append(_log_entries("sent", msgs, self.clock()))
+
+    def _resend_request(self, site_id: str, command_id: str, issued_by_s: float) -> ClaimRequest:
+        """Ask Redis to clear a unit's latest command, if issued by then, for going out again."""
+        u = self.fleet.unit(site_id)
+        return ClaimRequest(
+            site_id,
+            "resend",
+            "",
+            command_id,
+            int(issued_by_s * 1000),
+            int(u.min_run_s * 1000),
+            int(u.lockout_s * 1000),
+            0,
+        )
+
+    async def _republish(self, now: float) -> None:
+        """Put out each command the broker never confirmed, while it is still its unit's latest.
+
+        Redis checks that no later command superseded it and restarts its rule (lock-out or min run)
+        from now, when it can first take effect; a superseded or expired command is dropped, never sent.
+        """
+        pending = [
+            s for s in self.sent.values() if not s.published and s.message.valid_until.timestamp() > now
+        ]
+        if not pending:
+            return
+        requests = [self._resend_request(s.message.site_id, s.message.command_id, now) for s in pending]
+        ready = []
+        for s, res in zip(pending, await self.safety.resend(requests, int(now * 1000)), strict=True):
+            if isinstance(res, LatestCommand):
+                ready.append(s)
+            else:
+                LOGGER.warning(
+                    "command %s to %s not re-published: %s",
+                    s.message.command_id,
+                    s.message.site_id,
+                    res.reason,
+                )
+                self.sent.pop(s.message.command_id, None)
+        confirmed = await self._put_out([s.message for s in ready])
+        for s in ready:
+            loop = self.loops.get(s.owner)
+            if s.published and loop is not None:
+                loop.on_published(s.message.site_id, s.message.command_id, now)
+        self.metrics.commands.labels(event="sent").inc(len(confirmed))
+        await self._log_sent(confirmed)
+
+    async def _recover(self, unknown: Sequence[tuple[str, str]], owner: str, reason: str, now: float) -> None:
+        """Put out again the latest command of units `owner` holds but this worker has no record of sending.
+
+        A claim that outlived a failure before its command went out (or a worker's restart) leaves the
+        unit claimed: the owner's next claim is a duplicate, and the command the unit's record holds
+        goes out again (same id and seq: idempotent at the site) instead of nothing.
+        """
+        if not unknown:
+            return
+        # Another worker's command may be on its way right now: it is re-sent only once that worker
+        # has had an ack timeout to publish it. A command this process issued and does not hold in
+        # memory was lost here (a failure mid-burst) and goes out at once.
+        foreign_by = now - self.settings.ack_timeout_s
+        requests = [
+            self._resend_request(site, cid, now if self.ids.mine(cid) else foreign_by)
+            for site, cid in unknown
+        ]
+        msgs = []
+        for res in await self.safety.resend(requests, int(now * 1000)):
+            if not isinstance(res, LatestCommand):
+                continue
+            try:
+                msgs.append(
+                    SwitchHeatPump(
+                        command_id=res.command_id,
+                        site_id=res.site_id,
+                        seq=res.seq,
+                        sg_ready_state=SgReadyState(res.state),
+                        issued_at=_dt(res.issued_ms / 1000),
+                        valid_until=_dt(res.valid_until_ms / 1000),
+                        activation_id="" if owner == PLAN_OWNER else owner,
+                        reason=f"{reason} (re-sent)",
+                    )
+                )
+            except ValueError:
+                LOGGER.exception(
+                    "unit %s: its latest command %s cannot be rebuilt", res.site_id, res.command_id
+                )
+        for m in msgs:
+            self.sent[m.command_id] = SentCommand(m, owner)
+        confirmed = await self._put_out(msgs)
+        self.metrics.commands.labels(event="resent").inc(len(confirmed))
+        await self.log.append(_log_entries("resent", confirmed, now))
 
     def _expire(self, now: float) -> None:
         """Forget commands whose lease ended; count those never acknowledged as expired."""
@@ -630,6 +763,7 @@ class Dispatcher:
         ]
         results = await self.safety.claim(requests, int(now * 1000))
         out = []
+        unknown: list[tuple[str, str]] = []
         for (site, quarter, state, action, planned), req, res in zip(wanted, requests, results, strict=True):
             if res.status < 0:
                 if action == "renew":
@@ -641,6 +775,8 @@ class Dispatcher:
             elif action == "release":
                 self.plan_block_since.pop(site, None)
             if res.status == 0:
+                if action == "block" and res.command_id not in self.sent:
+                    unknown.append((site, res.command_id))
                 continue
             out.append(
                 SwitchHeatPump(
@@ -656,6 +792,7 @@ class Dispatcher:
                 )
             )
         await self._publish_commands(out, PLAN_OWNER, log=True)
+        await self._recover(unknown, PLAN_OWNER, "plan", now)
 
     def _plan_request(
         self, site: str, quarter: datetime, state: SgReadyState, action: str, now: float
@@ -671,7 +808,7 @@ class Dispatcher:
             site,
             action,
             PLAN_OWNER,
-            new_command_id(),
+            self.ids.new(),
             int(lease * 1000),
             int(u.min_run_s * 1000),
             int(u.lockout_s * 1000),

@@ -113,6 +113,12 @@ class ActivationLoop:
             replaces=action.replaces,
         )
 
+    def on_published(self, site_id: str, command_id: str, now_s: float) -> None:
+        """Record that a command whose first publishing failed is on the wire now (acks are due from now)."""
+        a = self.assignments.get(site_id)
+        if a is not None and a.command_id == command_id:
+            a.last_sent_s = now_s
+
     def on_resent(self, site_id: str, now_s: float) -> None:
         """Record a re-send."""
         a = self.assignments[site_id]
