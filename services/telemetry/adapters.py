@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from hybridpool_shared import topics
 from hybridpool_shared.messages import QuarterAggregated
@@ -222,6 +225,7 @@ class QuarterProducer:
             enable_idempotence=idempotence,
             linger_ms=5,
         )
+        self.partitioner = DefaultPartitioner()
 
     async def start(self) -> None:
         """Connect to the broker."""
@@ -233,10 +237,32 @@ class QuarterProducer:
 
     async def send_all(self, quarters: Sequence[QuarterAggregated]) -> None:
         """Send the aggregates and wait until the broker has every one."""
+        await (await self.enqueue(quarters))
+
+    async def enqueue(self, quarters: Sequence[QuarterAggregated]) -> asyncio.Future[Any]:
+        """Hand the aggregates to the producer; return what completes once the broker has every one.
+
+        Records go into one batch per partition (chosen by key, as send() would), and the partitions
+        are handed over concurrently: send() costs ~100 µs of Python per record, a batch append a few,
+        and a partition takes a batch only once its previous one has left.
+        """
         spec = topics.SITES_TELEMETRY_QUARTER
         headers = [("content-type", b"application/json"), ("message-type", b"QuarterAggregated")]
-        futures = [
-            await self.producer.send(spec.name, q.to_json_bytes(), key=q.kafka_key(), headers=headers)
-            for q in quarters
-        ]
-        await asyncio.gather(*futures)
+        partitions = sorted(await self.producer.partitions_for(spec.name))
+        batches: dict[int, list[BatchBuilder]] = {}
+        for q in quarters:
+            key = q.kafka_key()
+            builders = batches.setdefault(
+                self.partitioner(key, partitions, partitions), [self.producer.create_batch()]
+            )
+            value = q.to_json_bytes()
+            if builders[-1].append(key=key, value=value, timestamp=None, headers=headers) is None:
+                builders.append(self.producer.create_batch())  # full: start the next one
+                builders[-1].append(key=key, value=value, timestamp=None, headers=headers)
+        sent = await asyncio.gather(*(self._send(spec.name, p, b) for p, b in batches.items()))
+        return asyncio.gather(*(f for futures in sent for f in futures))
+
+    async def _send(
+        self, topic: str, partition: int, builders: list[BatchBuilder]
+    ) -> list[asyncio.Future[Any]]:
+        return [await self.producer.send_batch(b, topic, partition=partition) for b in builders]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter, Gauge, Histogram
@@ -59,6 +61,18 @@ def record_of(msg: TelemetryReported, d: Delivery) -> ConsumerRecord[bytes, byte
     )
 
 
+@dataclass
+class _Work:
+    """What finishing a batch (or a sweep) has to do, prepared in memory."""
+
+    closed: list[QuarterAggregated]
+    docs: dict[str, bytes]
+    seen_s: float
+    quarters: dict[str, bytes]
+    measured_s: list[float] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
 class TelemetryPipeline:
     """Checks readings, keeps live state and open quarters in Redis, publishes quarters, watches freshness.
 
@@ -86,7 +100,10 @@ class TelemetryPipeline:
         self.last: dict[str, Last] = {}  # this process's sites: it is their only writer (keyed partitions)
         self.producer: QuarterProducer | None = None
         self.ready = asyncio.Event()  # the quarter producer is connected
-        self._lock = asyncio.Lock()  # batches and the sweep both move quarters: one at a time
+        self._tail: asyncio.Task[None] | None = None  # the latest batch's (or sweep's) finish
+        self._sent = asyncio.Event()  # the latest finish has handed its quarters to the producer
+        self._sent.set()
+        self._epoch = 0  # counts resets: work prepared across one is thrown away
         self._last_sweep = time.time()
         reg = service.metrics.registry
         self.readings = Counter(
@@ -120,6 +137,7 @@ class TelemetryPipeline:
                     metrics=self.service.metrics,
                     max_records=s.batch_max_records,
                     fetch_max_wait_ms=s.fetch_max_wait_ms,
+                    max_in_flight=s.batches_in_flight,
                 )
                 try:
                     await batches.run()
@@ -129,17 +147,25 @@ class TelemetryPipeline:
         finally:
             await self.producer.stop()
 
-    async def on_batch(self, items: list[tuple[TelemetryReported, Delivery]]) -> None:
-        """Handle a batch: check and aggregate, publish closed quarters, then write state (one call)."""
-        site_ids = list(dict.fromkeys(msg.site_id for msg, _ in items))
-        async with self._lock:
-            try:
-                await self._handle(items, site_ids)
-            except BaseException:
-                self._forget(site_ids)  # a retry starts again from what Redis holds
-                raise
+    async def on_batch(self, items: list[tuple[TelemetryReported, Delivery]]) -> asyncio.Task[None]:
+        """Check and aggregate a batch in memory; return the task that finishes it.
 
-    async def _handle(self, items: list[tuple[TelemetryReported, Delivery]], site_ids: list[str]) -> None:
+        The finish publishes the closed quarters, waits for the broker, then writes states and open
+        quarters; it runs after the previous batch's finish and fails if that failed, so the consumer
+        can prepare the next batch meanwhile and redo both in order when something went wrong.
+        """
+        epoch = self._epoch
+        site_ids = list(dict.fromkeys(msg.site_id for msg, _ in items))
+        try:
+            work = await self._prepare(items, site_ids)
+            if epoch != self._epoch:  # an earlier batch failed while this one was built on top of it
+                raise RuntimeError("an earlier batch failed while this one was prepared")
+        except BaseException:
+            self._reset()
+            raise
+        return self._chain(work)
+
+    async def _prepare(self, items: list[tuple[TelemetryReported, Delivery]], site_ids: list[str]) -> _Work:
         await self._warm(site_ids)
         late_before = self.agg.late
         newest: dict[str, tuple[TelemetryReported, Last]] = {}
@@ -159,18 +185,64 @@ class TelemetryPipeline:
         closed = [
             q for site_id in site_ids if site_id in self.agg.sites for q in self.agg.close_ready(site_id)
         ]
-        await self._publish(closed)
-        await self._write(newest, self._quarter_updates(added))
-        for order, n in counts.items():
-            self.readings.labels(outcome=order.value).inc(n)
-        # valid but arriving after their quarter was published: counted, not folded into a closed quarter
-        self.readings.labels(outcome="late_for_quarter").inc(self.agg.late - late_before)
+        received = datetime.fromtimestamp(received_s, tz=UTC)
+        docs = {
+            sid: state_json(msg, last, received, self.timings.get(sid, self.timing))
+            for sid, (msg, last) in newest.items()
+        }
+        counts_out = {order.value: n for order, n in counts.items()}
+        counts_out["late_for_quarter"] = self.agg.late - late_before
+        return _Work(
+            closed=closed,
+            docs=docs,
+            seen_s=received_s,
+            quarters=self._quarter_updates(added),
+            measured_s=[msg.measured_at.timestamp() for msg, _ in newest.values()],
+            counts=counts_out,
+        )
 
-    def _forget(self, site_ids: list[str]) -> None:
-        """Drop what this process holds of sites whose batch failed, so they reload from Redis."""
-        for site_id in {*site_ids, *self.agg.reshaped}:
-            self.last.pop(site_id, None)
-            self.agg.sites.pop(site_id, None)
+    def _chain(self, work: _Work) -> asyncio.Task[None]:
+        sent = asyncio.Event()
+        task = asyncio.create_task(self._finish(self._tail, self._sent, sent, work))
+        self._tail, self._sent = task, sent
+        return task
+
+    async def _finish(
+        self, prev: asyncio.Task[None] | None, prev_sent: asyncio.Event, sent: asyncio.Event, work: _Work
+    ) -> None:
+        """Publish (in batch order, overlapping earlier finishes), then write Redis after the previous."""
+        try:
+            try:
+                await prev_sent.wait()
+                acks = await self._send(work.closed)
+            finally:
+                sent.set()
+            await acks
+            if prev is not None:
+                await asyncio.wait([prev])
+                if prev.cancelled() or prev.exception() is not None:
+                    raise RuntimeError("an earlier batch failed to finish")
+            await self.store.save_json(work.docs, work.seen_s, work.quarters)
+        except BaseException:
+            self._reset()
+            raise
+        for q in work.closed:
+            self.quarters.labels(quality=q.quality.value).inc()
+        written_s = time.time()
+        for measured_s in work.measured_s:
+            self.lag.observe(max(0.0, written_s - measured_s))
+        for outcome, n in work.counts.items():
+            # late_for_quarter: valid, but arrived after its quarter was published (not folded in)
+            self.readings.labels(outcome=outcome).inc(n)
+
+    def _reset(self) -> None:
+        """Forget what this process holds of every site: after a failure, Redis is what to resume from."""
+        self._epoch += 1
+        self._tail = None
+        self._sent = asyncio.Event()
+        self._sent.set()
+        self.last.clear()
+        self.agg.sites.clear()
         self.agg.reshaped.clear()
 
     def _quarter_updates(self, added: dict[str, list[Sample]]) -> dict[str, bytes]:
@@ -208,19 +280,6 @@ class TelemetryPipeline:
         )
         await self.store.set_timing(site.site_id, (site.min_run_minutes, site.lockout_minutes))
 
-    async def _write(
-        self, newest: dict[str, tuple[TelemetryReported, Last]], quarters: dict[str, bytes]
-    ) -> None:
-        written_s = time.time()
-        written = datetime.fromtimestamp(written_s, tz=UTC)
-        docs = {
-            sid: state_json(msg, last, written, self.timings.get(sid, self.timing))
-            for sid, (msg, last) in newest.items()
-        }
-        await self.store.save_json(docs, written_s, quarters)
-        for msg, _ in newest.values():
-            self.lag.observe(max(0.0, written_s - msg.measured_at.timestamp()))
-
     async def _accept(
         self, msg: TelemetryReported, delivery: Delivery, now: datetime, added: dict[str, list[Sample]]
     ) -> Order | None:
@@ -242,15 +301,11 @@ class TelemetryPipeline:
         self.readings.labels(outcome="rejected").inc()
         await self.service.consumer.sink.park(record_of(msg, delivery), kind, reason)
 
-    async def _publish(self, quarters: list[QuarterAggregated]) -> None:
-        """Send quarters and wait for the broker's acknowledgement of every one (raise if it refuses)."""
-        if not quarters:
-            return
+    async def _send(self, quarters: list[QuarterAggregated]) -> asyncio.Future[Any]:
+        """Hand quarters to the producer; return what completes once the broker has every one."""
         if self.producer is None:
             raise RuntimeError("the quarter producer is not connected")
-        await self.producer.send_all(quarters)
-        for q in quarters:
-            self.quarters.labels(quality=q.quality.value).inc()
+        return await self.producer.enqueue(quarters)
 
     async def sweep_forever(self) -> None:
         """Run the freshness and idle-quarter sweep every sweep_interval_s."""
@@ -275,14 +330,10 @@ class TelemetryPipeline:
         await self._mark(GatewayStatus.STALE, s.stale_after_s, now)
         await self._mark(GatewayStatus.OFFLINE, s.offline_after_s, now)
         self._last_sweep = now
-        async with self._lock:
-            closed = self._close_idle(now)
-            try:
-                await self._publish(closed)
-                await self.store.save_json({}, now, self._quarter_updates({}))
-            except BaseException:
-                self._forget([])  # those sites reload their open quarter from Redis when they report again
-                raise
+        closed = self._close_idle(now)
+        if closed or self.agg.reshaped:
+            work = _Work(closed=closed, docs={}, seen_s=now, quarters=self._quarter_updates({}))
+            await self._chain(work)
 
     async def _mark(self, status: GatewayStatus, after_s: float, now: float) -> None:
         ids = await self.store.seen_between(self._last_sweep - after_s - 1.0, now - after_s)

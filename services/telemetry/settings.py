@@ -31,6 +31,9 @@ class TelemetrySettings(ServiceSettings):
         description="Close quarters of a site silent this long (missing if unreached).",
     )
     sweep_interval_s: float = Field(default=10.0, gt=0.0, description="Staleness and idle-quarter sweep.")
+    batches_in_flight: int = Field(
+        default=3, ge=1, le=16, description="Batches prepared while earlier ones are still being written."
+    )
     fetch_max_wait_ms: int = Field(
         default=100, ge=0, le=5000, description="How long the broker may hold a fetch to fill a batch."
     )

@@ -12,10 +12,13 @@ records a second that was a third of the service's time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -37,7 +40,9 @@ from hybridpool_shared.topics import TopicSpec
 
 LOGGER = logging.getLogger(__name__)
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
-BatchHandler = Callable[[list[tuple[Any, Delivery]]], Awaitable[None]]
+# A handler does its work and returns None, or returns the unfinished rest of it (the "finish", e.g. I/O
+# whose result the commit must wait for) so the next batch can be prepared meanwhile.
+BatchHandler = Callable[[list[tuple[Any, Delivery]]], Awaitable[Awaitable[None] | None]]
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _HISTOGRAMS: weakref.WeakKeyDictionary[CollectorRegistry, Histogram] = weakref.WeakKeyDictionary()
 
@@ -59,8 +64,37 @@ def _delivery(record: Record) -> Delivery:
     return Delivery(record.topic, record.partition, record.offset, record.key, record.timestamp)
 
 
+@dataclass
+class _InFlight:
+    """A batch whose handler returned but whose finish may still run; committed once it succeeded."""
+
+    records: list[Record]
+    parsed: list[tuple[Record, Message]]
+    finish: Awaitable[None] | None
+    started: float
+    failed: bool = False
+
+
+def _done(finish: Awaitable[None]) -> bool:
+    return isinstance(finish, asyncio.Future) and finish.done()
+
+
+async def _quietly(finish: Awaitable[None] | None) -> None:
+    """Wait for a finish whose failure is already being dealt with."""
+    if finish is not None:
+        with contextlib.suppress(Exception):
+            await finish
+
+
 class BatchConsumer:
-    """Consumes one topic in batches with a plain AIOKafkaConsumer; run() until cancelled."""
+    """Consumes one topic in batches with a plain AIOKafkaConsumer; run() until cancelled.
+
+    While batch N's finish runs (see BatchHandler), later batches are fetched, parsed and handed to
+    the handler, up to max_in_flight unfinished; batches are committed in order, each only once its
+    finish succeeded. If a finish or a handler fails, that batch and every later one are handled
+    again one after the other without overlap (retries, then message by message), so the handler
+    must make a failed finish fail every later one it overlapped with.
+    """
 
     def __init__(
         self,
@@ -73,12 +107,14 @@ class BatchConsumer:
         metrics: ServiceMetrics,
         max_records: int = 4000,
         fetch_max_wait_ms: int = 100,
+        max_in_flight: int = 1,
     ) -> None:
         self.spec = spec
         self.handler = handler
         self.sink = sink
         self.metrics = metrics
         self.max_records = max_records
+        self.max_in_flight = max_in_flight
         self.batch_seconds = batch_histogram(metrics.registry).labels(topic=spec.name)
         self.consumer = AIOKafkaConsumer(
             spec.name,
@@ -96,21 +132,74 @@ class BatchConsumer:
         """Join the group and handle batches until cancelled; leave the group on the way out."""
         await self.consumer.start()
         self.started.set()
+        inflight: deque[_InFlight] = deque()
         try:
             while True:
-                records = await self._fetch()
+                records = await self._fetch(100 if inflight else 1000)
                 if records:
-                    await self.handle(records)
+                    inflight.append(await self._start(records))
+                await self._settle_ready(inflight, drain=not records)
         finally:
+            for batch in inflight:  # not committed: redelivered to whoever consumes next
+                if isinstance(batch.finish, asyncio.Future):
+                    batch.finish.cancel()
             await self.consumer.stop()
 
-    async def _fetch(self) -> list[Record]:
+    async def _start(self, records: list[Record]) -> _InFlight:
+        """Parse a batch and run its handler, leaving its finish running."""
+        batch = _InFlight(records, await self._parse(records), None, time.perf_counter())
+        if batch.parsed:
+            try:
+                batch.finish = await self.handler([(m, _delivery(r)) for r, m in batch.parsed])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                LOGGER.warning("a batch of %s failed; handling it again: %r", self.spec.name, exc)
+                batch.failed = True
+        return batch
+
+    async def _settle_ready(self, inflight: deque[_InFlight], *, drain: bool) -> None:
+        """Commit finished batches oldest first; wait for the oldest while too many are in flight.
+
+        A failure redoes the failed batch and every later one, in order and without overlap.
+        """
+        while inflight:
+            oldest = inflight[0]
+            must_wait = drain or len(inflight) > self.max_in_flight or inflight[-1].failed
+            if not (must_wait or oldest.finish is None or _done(oldest.finish)):
+                return
+            inflight.popleft()
+            if oldest.failed or not await self._settle(oldest):
+                redo = [oldest, *inflight]
+                inflight.clear()
+                for batch in redo:
+                    await _quietly(batch.finish)
+                for batch in redo:
+                    await self.handle(batch.records, batch.parsed)
+                return
+
+    async def _settle(self, inflight: _InFlight) -> bool:
+        """Wait for a batch's finish and commit it; False (nothing committed) if the finish failed."""
+        try:
+            if inflight.finish is not None:
+                await inflight.finish
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            LOGGER.warning("finishing a batch of %s failed; handling it again: %r", self.spec.name, exc)
+            return False
+        self.metrics.processed.labels(topic=self.spec.name).inc(len(inflight.parsed))
+        self.batch_seconds.observe(time.perf_counter() - inflight.started)
+        await self._commit(inflight.records)
+        return True
+
+    async def _fetch(self, timeout_ms: int) -> list[Record]:
         """Return up to max_records: what the fetcher holds, topped up while more is already there.
 
         One getmany returns what a single fetch response brought (often a hundred records); a batch
         of thousands spreads each batch's fixed costs (one Redis call, one commit) much thinner.
         """
-        fetched = await self.consumer.getmany(timeout_ms=1000, max_records=self.max_records)
+        fetched = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_records)
         records = [r for part in fetched.values() for r in part]
         while records and len(records) < self.max_records:
             more = await self.consumer.getmany(timeout_ms=0, max_records=self.max_records - len(records))
@@ -119,14 +208,15 @@ class BatchConsumer:
             records += [r for part in more.values() for r in part]
         return records
 
-    async def handle(self, records: list[Record]) -> None:
-        """Handle one fetched batch to the end (retries included), then commit its offsets."""
+    async def handle(self, records: list[Record], parsed: list[tuple[Record, Message]] | None = None) -> None:
+        """Handle one batch to the end without overlap (retries included), then commit its offsets."""
         started = time.perf_counter()
-        parsed = await self._parse(records)
+        if parsed is None:
+            parsed = await self._parse(records)
         attempt = 0
         while parsed:
             try:
-                await self.handler([(m, _delivery(r)) for r, m in parsed])
+                await self._whole(parsed)
                 self.metrics.processed.labels(topic=self.spec.name).inc(len(parsed))
                 break
             except asyncio.CancelledError:
@@ -139,6 +229,12 @@ class BatchConsumer:
                 await self._back_off(attempt, exc)
         self.batch_seconds.observe(time.perf_counter() - started)
         await self._commit(records)
+
+    async def _whole(self, parsed: list[tuple[Record, Message]]) -> None:
+        """Run the handler and its finish."""
+        finish = await self.handler([(m, _delivery(r)) for r, m in parsed])
+        if finish is not None:
+            await finish
 
     async def _parse(self, records: list[Record]) -> list[tuple[Record, Message]]:
         parsed: list[tuple[Record, Message]] = []
@@ -153,7 +249,7 @@ class BatchConsumer:
         """Isolate what keeps failing a batch: each message alone, parking only those that still fail."""
         for record, message in parsed:
             try:
-                await self.handler([(message, _delivery(record))])
+                await self._whole([(record, message)])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

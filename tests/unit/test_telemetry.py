@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
+from collections import deque
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from aiokafka import ConsumerRecord, TopicPartition
 
+from hybridpool_shared import fastbatch, topics
 from hybridpool_shared.messages import AggregateQuality, QuarterAggregated, TelemetryReported
+from hybridpool_shared.messaging import Delivery
+from hybridpool_shared.metrics import ServiceMetrics
 from hybridpool_shared.timeutil import local_day_bounds, quarters_in_local_day
 from services.telemetry.domain.quarters import MeterOrderError, QuarterAggregator, Sample, sample_lines
 from services.telemetry.domain.state import last_of, next_state
@@ -211,3 +217,89 @@ def test_a_restored_snapshot_with_appended_samples_closes_the_same_quarters() ->
     got += _feed(restarted, samples[cut:])
     assert [q.model_dump() for q in got] == [q.model_dump() for q in expected]
     assert len(expected) >= 3
+
+
+def _record(offset: int, site: str, meter: float = 1.0) -> ConsumerRecord[bytes, bytes]:
+    value = _reading(T0, meter, site_id=site).to_json_bytes()
+    return ConsumerRecord(
+        "sites.telemetry", 0, offset, 0, 0, site.encode(), value, None, len(site), len(value), ()
+    )
+
+
+class _Commits:
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.offsets += offsets.values()
+
+
+class _Parked:
+    def __init__(self) -> None:
+        self.parked: list[tuple[int, str]] = []
+
+    async def park(self, record: ConsumerRecord[bytes, bytes], kind: str, error: str) -> None:
+        self.parked.append((record.offset, kind))
+
+
+def _batch_consumer(
+    handler: fastbatch.BatchHandler, monkeypatch: pytest.MonkeyPatch
+) -> tuple[fastbatch.BatchConsumer, _Commits, _Parked]:
+    monkeypatch.setattr(fastbatch, "BACKOFF_BASE_S", 0.0)
+    sink = _Parked()
+    consumer = fastbatch.BatchConsumer(
+        topics.SITES_TELEMETRY,
+        handler,
+        bootstrap="127.0.0.1:1",
+        group_id="test",
+        sink=sink,  # type: ignore[arg-type]
+        metrics=ServiceMetrics("test"),
+        max_in_flight=3,
+    )
+    commits = _Commits()
+    consumer.consumer = commits
+    return consumer, commits, sink
+
+
+async def test_a_failed_finish_redoes_its_batch_and_the_later_ones_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[list[str]] = []
+    fail_once = asyncio.Event()
+
+    async def finish(first: str) -> None:
+        await asyncio.sleep(0)
+        if first == "a" and not fail_once.is_set():
+            fail_once.set()
+            raise ConnectionError("redis went away")
+
+    async def handler(items: list[tuple[TelemetryReported, Delivery]]) -> asyncio.Task[None]:
+        seen.append([m.site_id for m, _ in items])
+        return asyncio.create_task(finish(items[0][0].site_id))
+
+    consumer, commits, sink = _batch_consumer(handler, monkeypatch)
+    inflight: deque[fastbatch._InFlight] = deque()
+    for batch in ([_record(0, "a"), _record(1, "b")], [_record(2, "c")], [_record(3, "d")]):
+        inflight.append(await consumer._start(batch))
+        await consumer._settle_ready(inflight, drain=False)
+    await consumer._settle_ready(inflight, drain=True)
+    assert seen[:3] == [["a", "b"], ["c"], ["d"]]  # overlapped
+    assert seen[3:] == [["a", "b"], ["c"], ["d"]]  # then redone, in order, after the failure
+    assert commits.offsets == [2, 3, 4]
+    assert sink.parked == []
+
+
+async def test_only_the_message_that_keeps_failing_is_parked(monkeypatch: pytest.MonkeyPatch) -> None:
+    handled: list[str] = []
+
+    async def handler(items: list[tuple[TelemetryReported, Delivery]]) -> None:
+        if any(m.site_id == "poison" for m, _ in items):
+            raise ValueError("cannot handle")
+        handled.extend(m.site_id for m, _ in items)
+
+    consumer, commits, sink = _batch_consumer(handler, monkeypatch)
+    bad_json = ConsumerRecord("sites.telemetry", 0, 3, 0, 0, b"x", b"{", None, 1, 1, ())
+    await consumer.handle([_record(0, "a"), _record(1, "poison"), _record(2, "b"), bad_json])
+    assert sorted(handled) == ["a", "b"]
+    assert sorted(sink.parked) == [(1, "retries_exhausted"), (3, "validation")]
+    assert commits.offsets == [4]

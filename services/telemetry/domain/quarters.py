@@ -152,13 +152,15 @@ class QuarterAggregator:
         """Take over a site's open quarter from a snapshot (plus appended samples)."""
         head, *lines = text.splitlines()
         header: dict[str, Any] = orjson.loads(head)
+        anchor = Sample(*header["anchor"]) if header["anchor"] else None
         samples: dict[float, Sample] = {}
         for line in lines:
             s = Sample(*orjson.loads(line))
-            samples[s.t] = s
+            if anchor is None or s.t > anchor.t:  # an appended line may repeat one a snapshot holds
+                samples[s.t] = s
         self.sites[site_id] = _Site(
             open_from=header["open_from"],
-            anchor=Sample(*header["anchor"]) if header["anchor"] else None,
+            anchor=anchor,
             samples=sorted(samples.values(), key=_T),
             pending=[
                 _Pending(start, _Acc(*acc), [Sample(*s) for s in inside])
