@@ -133,28 +133,6 @@ def test_site_input_lengths_are_checked() -> None:
         Fleet.from_sites([a, b])
 
 
-@pytest.mark.parametrize("seed", [0, 2])
-def test_clustered_plan_against_the_exact_per_site_mip(market: Market, seed: int) -> None:
-    """Ten villas: the exact per-site MIP (integer units, SCIP) is the reference.
-
-    Its published plan matches its own objective within 1 %, and the clustered LP used at scale stays
-    within 6 % of it (measured 4–5.5 %: the LP's fractional counts and pooled store cannot all be realised
-    per site; this is the figure the issue wanted ≤ 1 %, see the benchmark's small-fleet section).
-    """
-    fleet = Fleet.from_sites([replace(s, area="DK2") for s in synthetic_sites(10, FIRST, Q, seed)])
-    exact_options = replace(
-        OPTIONS, cluster=False, integer_units=True, solver="SCIP", price_energy_only=False, time_limit_s=20
-    )
-    exact = plan(fleet, market, exact_options, "exact")
-    assert exact.status == "optimal"
-    assert exact.model_objective_eur is not None
-    assert abs(exact.objective_eur - exact.model_objective_eur) <= 0.01 * abs(exact.model_objective_eur)
-    assert check(fleet, market, exact) == []
-    clustered = plan(fleet, market, OPTIONS, "clustered")
-    assert clustered.objective_eur <= exact.objective_eur * 1.06
-    assert check(fleet, market, clustered) == []
-
-
 def test_timed_out_solve_falls_back_within_the_rules(market: Market) -> None:
     """A time limit too short for any solution: the greedy plan is published, flagged, within every rule."""
     fleet = _fleet(300)

@@ -26,7 +26,7 @@ Float32Array = npt.NDArray[np.float32]
 GRID_LEVELS = 33
 _GRID = np.arange(GRID_LEVELS, dtype=np.float32)
 INFEASIBLE_EUR = 1.0e6  # cost of a rule broken (finite so the cost-to-go can still be interpolated)
-CHUNK_SITES = 2000  # sites per dynamic programme (bounds memory: sites × states × levels × quarters)
+CHUNK_SITES = 500  # sites per dynamic programme: its tables (ages × sites × levels) stay in cache
 
 
 @dataclass(frozen=True)
@@ -78,14 +78,16 @@ def improve(
     requirement: Requirement,
     penalty_eur_per_kwh: float,
     budget_s: float = math.inf,
+    only: BoolArray | None = None,
 ) -> SimPlan:
     """Re-plan eligible sites by dynamic programming; a site keeps its input plan where that is cheaper.
 
     Sites go in chunks, those with the most boiler heat and end top-up first, until the time budget
-    would be exceeded; the rest keep their input plan.
+    would be exceeded; the rest (and those not in `only`) keep their input plan.
     """
     began = time.perf_counter()
-    eligible = np.flatnonzero(fleet.online & (fleet.max_starts_h >= 2))
+    wanted = fleet.online & (fleet.max_starts_h >= 2) & (True if only is None else only)
+    eligible = np.flatnonzero(wanted)
     waste = (plan.gas_kwh * fleet.balance).sum(axis=1) + plan.topup_kwh * fleet.balance[:, -1]
     eligible = eligible[np.argsort(-waste[eligible], kind="stable")]
     on = plan.on.copy()

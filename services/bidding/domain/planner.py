@@ -20,7 +20,7 @@ from services.bidding.domain.bids import (
 )
 from services.bidding.domain.clusters import Clusters, build_clusters
 from services.bidding.domain.improve import Requirement, improve, release, replay, site_cost_eur
-from services.bidding.domain.inputs import Fleet, FloatArray, Market, Options
+from services.bidding.domain.inputs import BoolArray, Fleet, FloatArray, Market, Options
 from services.bidding.domain.model import ModelSolution, SolveFailedError, solve
 from services.bidding.domain.sim import SimPlan, simulate
 
@@ -130,8 +130,9 @@ def plan(fleet: Fleet, market: Market, options: Options, plan_id: str) -> PlanOu
     cap = capability(fleet, sim, options)
     price = _bid_price(clusters, market, options, solution)
     cbids = capacity_bids(cap, market, options, price)
+    extra: dict[str, float] = {}
     if options.improve_sites:
-        sim, cap, cbids = _improved(fleet, market, options, spot, sim, cap, cbids, price)
+        sim, cap, cbids, extra = _improved(fleet, market, options, spot, sim, cap, cbids, price)
     return PlanOutcome(
         plan_id=plan_id,
         plan=sim,
@@ -149,6 +150,7 @@ def plan(fleet: Fleet, market: Market, options: Options, plan_id: str) -> PlanOu
         energy_cost_eur=energy_cost_eur(fleet, market, sim, options),
         reserve_revenue_eur=revenue_eur(cbids, market),
         bid_price_eur_per_mw_h=price,
+        extra=extra,
     )
 
 
@@ -161,7 +163,7 @@ def _improved(
     cap: Capability,
     cbids: list[CapacityBid],
     price: float,
-) -> tuple[SimPlan, Capability, list[CapacityBid]]:
+) -> tuple[SimPlan, Capability, list[CapacityBid], dict[str, float]]:
     """Re-plan every site on its own, keeping the capability the bids rest on; the better plan wins."""
     requirement = Requirement(np.zeros_like(sim.on), np.zeros_like(sim.on))
     areas = np.array(fleet.area)
@@ -175,7 +177,9 @@ def _improved(
     # then each site without the requirement; it may follow that plan where the pool can spare it
     none = Requirement(np.zeros_like(sim.on), np.zeros_like(sim.on))
     left_s = options.improve_budget_s - (time.perf_counter() - began)
-    free = improve(fleet, spot, kept, none, penalty, left_s)
+    # sites without a requirement are free already
+    bound: BoolArray = np.logical_or(requirement.up.any(axis=1), requirement.down.any(axis=1))
+    free = improve(fleet, spot, kept, none, penalty, left_s, only=bound)
     saving = site_cost_eur(fleet, spot, kept, penalty) - site_cost_eur(fleet, spot, free, penalty)
     kept_bids = capacity_bids(capability(fleet, kept, options), market, options, price)
     held = {area: reserved_mw(kept_bids, area, market.quarters) for area in sorted(set(fleet.area))}
@@ -185,9 +189,15 @@ def _improved(
     better_bids = capacity_bids(better_cap, market, options, price)
     before = energy_cost_eur(fleet, market, sim, options) - revenue_eur(cbids, market)
     after = energy_cost_eur(fleet, market, better, options) - revenue_eur(better_bids, market)
+    stats = {
+        "improve_s": time.perf_counter() - began,
+        "sites_replanned": float((kept.on != sim.on).any(axis=1).sum()),
+        "sites_released": float(released.sum()),
+        "followed_objective_eur": before,
+    }
     if after <= before:
-        return better, better_cap, better_bids
-    return sim, cap, cbids
+        return better, better_cap, better_bids, stats
+    return sim, cap, cbids, stats
 
 
 def _bid_price(clusters: Clusters, market: Market, options: Options, solution: ModelSolution) -> float:
