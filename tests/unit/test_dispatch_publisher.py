@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from hybridpool_shared.messages import SgReadyState, SwitchHeatPump
 from services.dispatch.adapters import CommandPublisher
 
 
@@ -24,3 +29,56 @@ async def test_warm_computes_each_new_sites_partition_once_like_the_default_part
     parts = [0, 1, 2, 3, 4, 5]
     assert {k: publisher._partition_of[k] for k in keys} == {k: partitioner(k, parts, parts) for k in keys}
     assert len(set(publisher._partition_of.values())) > 1
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+
+    def append(self, *, timestamp: None, key: bytes, value: bytes, headers: object) -> object:
+        self.keys.append(key)
+        return object()
+
+
+class _FlakyProducer(_Producer):
+    """Hands each partition's batch over; the broker refuses the batch of one partition."""
+
+    def __init__(self, failing_partition: int) -> None:
+        self.failing_partition = failing_partition
+
+    def create_batch(self) -> _Batch:
+        return _Batch()
+
+    async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> asyncio.Future[object]:
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        if partition == self.failing_partition:
+            fut.set_exception(ConnectionError("not leader"))
+        else:
+            fut.set_result(None)
+        return fut
+
+
+async def test_a_failed_batch_fails_the_call_but_every_other_batch_is_confirmed() -> None:
+    publisher = CommandPublisher("unused:9092", idempotence=False, client_id="t")
+    now = datetime.now(tz=UTC)
+    msgs = [
+        SwitchHeatPump(
+            command_id=f"c{i}",
+            site_id=f"site-{i}",
+            seq=1,
+            sg_ready_state=SgReadyState.BLOCK,
+            issued_at=now,
+            valid_until=now + timedelta(minutes=30),
+        )
+        for i in range(60)
+    ]
+    publisher._producer = _Producer()
+    await publisher.warm([m.kafka_key() for m in msgs])
+    failing = publisher._partition_of[msgs[0].kafka_key()]
+    publisher._producer = _FlakyProducer(failing)
+    confirmed: list[SwitchHeatPump] = []
+    with pytest.raises(ConnectionError):
+        await publisher.publish_many(msgs, confirmed.append)
+    lost = [m for m in msgs if publisher._partition_of[m.kafka_key()] == failing]
+    assert 0 < len(lost) < len(msgs)
+    assert sorted(m.command_id for m in confirmed) == sorted(m.command_id for m in msgs if m not in lost)
