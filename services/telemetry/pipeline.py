@@ -171,9 +171,10 @@ class TelemetryPipeline:
         newest: dict[str, tuple[TelemetryReported, Last]] = {}
         added: dict[str, list[Sample]] = {}
         counts = dict.fromkeys(Order, 0)
+        refused: list[tuple[TelemetryReported, Delivery, str, str]] = []
         now, received_s = utc_now(), time.time()
         for msg, delivery in items:
-            order = await self._accept(msg, delivery, now, added)
+            order = self._accept(msg, delivery, now, added, refused)
             if order is None:
                 continue
             counts[order] += 1
@@ -185,6 +186,9 @@ class TelemetryPipeline:
         closed = [
             q for site_id in site_ids if site_id in self.agg.sites for q in self.agg.close_ready(site_id)
         ]
+        updates = self._quarter_updates(added)
+        for refusal in refused:  # after the loop: no other task runs between the reads and the updates
+            await self._park(*refusal)
         received = datetime.fromtimestamp(received_s, tz=UTC)
         docs = {
             sid: state_json(msg, last, received, self.timings.get(sid, self.timing))
@@ -196,7 +200,7 @@ class TelemetryPipeline:
             closed=closed,
             docs=docs,
             seen_s=received_s,
-            quarters=self._quarter_updates(added),
+            quarters=updates,
             measured_s=[msg.measured_at.timestamp() for msg, _ in newest.values()],
             counts=counts_out,
         )
@@ -280,8 +284,13 @@ class TelemetryPipeline:
         )
         await self.store.set_timing(site.site_id, (site.min_run_minutes, site.lockout_minutes))
 
-    async def _accept(
-        self, msg: TelemetryReported, delivery: Delivery, now: datetime, added: dict[str, list[Sample]]
+    def _accept(
+        self,
+        msg: TelemetryReported,
+        delivery: Delivery,
+        now: datetime,
+        added: dict[str, list[Sample]],
+        refused: list[tuple[TelemetryReported, Delivery, str, str]],
     ) -> Order | None:
         try:
             order = check_reading(msg, self.last.get(msg.site_id), now, self.limits)
@@ -290,10 +299,10 @@ class TelemetryPipeline:
                 if self.agg.add(msg.site_id, sample):
                     added.setdefault(msg.site_id, []).append(sample)
         except InvalidReading as exc:
-            await self._park(msg, delivery, exc.kind, exc.reason)
+            refused.append((msg, delivery, exc.kind, exc.reason))
             return None
         except MeterOrderError as exc:
-            await self._park(msg, delivery, "meter_not_monotone", str(exc))
+            refused.append((msg, delivery, "meter_not_monotone", str(exc)))
             return None
         return order
 
