@@ -538,6 +538,10 @@ class Dispatcher:
     async def _resend(self, loop: ActivationLoop, action: Resend, now: float) -> None:
         sent = self.sent.get(action.command_id)
         loop.on_resent(action.site_id, now)
+        if sent is None and self.ids.mine(action.command_id):  # claimed here, its command never built
+            reason = f"{loop.spec.product.value} {loop.spec.direction.value}"
+            await self._recover([(action.site_id, action.command_id)], loop.spec.activation_id, reason, now)
+            return
         if sent is None or sent.acked or sent.message.valid_until.timestamp() <= now:
             return
         if not sent.published:

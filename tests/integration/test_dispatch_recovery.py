@@ -240,3 +240,40 @@ async def test_a_record_in_the_former_hash_layout_is_honoured_and_rewritten(redi
     )
     (again,) = await store.claim([req(running, "release", "a3", "new-6")], at16 + MIN_MS)
     assert (again.status, again.reason) == (-1, "lock-out not over")  # the packed record keeps the rule
+
+
+async def test_units_whose_commands_were_never_built_get_them_from_their_record(
+    infra: Infra, redis: aioredis.Redis, small_chunks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = unique("rc")
+    clock = _Clock(datetime.now(tz=UTC).timestamp())
+    sink = _FlakySink()
+    d = _worker(infra, redis, prefix, clock, sink)
+    built = 0
+
+    def flaky_build(**fields: object) -> SwitchHeatPump:
+        nonlocal built
+        built += 1
+        if built == 45:  # a bug strikes mid-chunk: this chunk's remaining units and all later chunks
+            raise RuntimeError("bug while building a command")
+        return SwitchHeatPump(**fields)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dispatcher, "SwitchHeatPump", flaky_build)
+    act = _activation(clock.at)
+    with pytest.raises(RuntimeError):
+        await d.on_activation(act)
+    claimed = await _claimed(d.safety, prefix, act.activation_id)
+    assert len({c.site_id for c in sink.commands}) == 40  # the four chunks before the failing one
+    assert len(claimed) >= 150
+
+    for offset_s in (1.0, 12.0):  # a later claim of a unit (duplicate), then the ack timeout's re-send
+        clock.at += offset_s
+        await d.tick()
+    by_site: dict[str, list[SwitchHeatPump]] = {}
+    for c in sink.commands:
+        by_site.setdefault(c.site_id, []).append(c)
+    held = await _claimed(d.safety, prefix, act.activation_id)
+    assert set(held) >= set(claimed)
+    for site, rec in held.items():
+        (cmd,) = {(c.command_id, c.seq) for c in by_site[site]}  # one command, however often it went out
+        assert cmd == (rec["last_cmd"], int(rec["seq"]))
