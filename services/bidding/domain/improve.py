@@ -245,20 +245,24 @@ def _ahead(s: _Sites, after: Float32Array, step: FloatArray, t: int, action: int
     n = step.shape[0]
     shift = ((s.power * action - s.demand[:, t]) / 4.0 / step).astype(np.float32)  # (n,) in levels
     pos = _GRID[None, :] + shift[:, None]  # (n, G)
-    gas_eur = (step * s.balance[:, t] / 1000.0).astype(np.float32)[:, None] * np.maximum(-pos, 0.0)
-    run_eur = (s.spot[:, t] * s.power * action / 4000.0).astype(np.float32)[:, None]
-    inside = np.minimum(np.maximum(pos, 0.0), GRID_LEVELS - 1)
+    here = np.maximum(-pos, np.float32(0.0))
+    here *= (step * s.balance[:, t] / 1000.0).astype(np.float32)[:, None]  # boiler below the band
+    here += (s.spot[:, t] * s.power * action / 4000.0).astype(np.float32)[:, None]
+    here += np.float32(INFEASIBLE_EUR) * (pos > GRID_LEVELS - 1 + 1e-4)
+    inside = np.clip(pos, np.float32(0.0), np.float32(GRID_LEVELS - 1))
     lo = np.minimum(inside.astype(np.int64), GRID_LEVELS - 2)
     w = inside - lo
     flat = after.reshape(after.shape[0], n * GRID_LEVELS)
     where = (lo + (np.arange(n) * GRID_LEVELS)[:, None]).ravel()
-    low_value = np.take(flat, where, axis=1).reshape(after.shape)
-    high_value = np.take(flat, where + 1, axis=1).reshape(after.shape)
+    cost: Float32Array = np.take(flat, where, axis=1).reshape(after.shape)
+    high = np.take(flat, where + 1, axis=1).reshape(after.shape)
     # a level above that breaks a rule (overflow in a minimum run) must not price the feasible level
     # below it: the forward pass checks the true store, so the lower neighbour's value stands
-    high_value = np.where(high_value >= INFEASIBLE_EUR / 2, low_value, high_value)
-    here = run_eur + gas_eur + np.float32(INFEASIBLE_EUR) * (pos > GRID_LEVELS - 1 + 1e-4)
-    cost: Float32Array = here[None] + low_value + w[None] * (high_value - low_value)
+    np.copyto(high, cost, where=high >= INFEASIBLE_EUR / 2)
+    high -= cost
+    high *= w[None]
+    cost += high
+    cost += here[None]
     return cost
 
 
@@ -271,15 +275,18 @@ def _choose_all(s: _Sites, ahead: list[Float32Array], ages: IntArray, top: int, 
         limit = s.min_run if mode == 1 else s.lockout
         for k, age in enumerate(ages):
             ages_vec = np.full(n, int(age), dtype=np.int64)
-            best: Float32Array | None = None
             for action in (0, 1):
                 switch = np.full(n, action != mode)
                 new_age = 1 if action != mode else min(int(age) + 1, top)
                 allowed = ~switch | (ages_vec >= limit)
                 broken = ~allowed | _required_broken(s, t, action, switch, ages_vec)
-                option = ahead[action][new_age - low] + (np.float32(INFEASIBLE_EUR) * broken)[:, None]
-                best = option if best is None else np.minimum(best, option)
-            result[mode, k] = best
+                option = ahead[action][new_age - low]
+                if broken.any():
+                    option = option + (np.float32(INFEASIBLE_EUR) * broken)[:, None]
+                if action == 0:
+                    result[mode, k] = option
+                else:
+                    np.minimum(result[mode, k], option, out=result[mode, k])
     return result
 
 
