@@ -40,97 +40,92 @@ CLAIM_CHUNK = 2000  # units per script call: one round trip; Redis is busy some 
 # publishing failed, or one this worker does not know was ever sent.
 CLAIM_LUA = r"""
 local now, action, owner = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local now_s = ARGV[1]
 local out = {}
 local k = 0
 local unit = '([^,;]+),([^,;]+),([^,;]+),([^,;]+),([^,;]+)'
 -- a unit's record, one string: seq|state|owner_until|stop_ok|start_ok|issued|cmd_until|rule|last_cmd|owner
-local packed = '^(%d+)|(%d)|(%-?%d+)|(%-?%d+)|(%-?%d+)|(%-?%d+)|(%-?%d+)|(%a?)|([^|]*)|(.*)$'
-local function num(x) return string.format('%d', x) end
+-- (times in ms; fields are kept as the strings they were read as, numbers written as integers: ms
+-- times have 13 digits, well inside the 14 Lua prints exactly; anything else fails the next read)
+local packed = '^(%d+)|(%d)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|(%a?)|([^|]*)|(.*)$'
 for cid, lease_s, minrun_s, lockout_s, free_s in string.gmatch(ARGV[4], unit) do
   k = k + 1
-  local lease, minrun = tonumber(lease_s), tonumber(minrun_s)
-  local lockout, live_free = tonumber(lockout_s), tonumber(free_s)
   local key = KEYS[k]
-  local seq, state, cur, cur_until, stop_ok, start_ok = 0, '2', '', 0, 0, 0
-  local issued, cmd_until, rule, last = 0, 0, '', ''
+  local seq, state, s_until, s_stop, s_start, s_issued, s_cmd_until, rule, last, cur =
+    '0', '2', '0', '0', '0', '0', '0', '', '', ''
   local raw = redis.pcall('GET', key)
   if type(raw) == 'string' then
-    local a, b, c, d, e, f, g, h, i, j = string.match(raw, packed)
-    if not a then return redis.error_reply('unreadable unit record ' .. key) end
-    seq, state, cur_until, stop_ok, start_ok = tonumber(a), b, tonumber(c), tonumber(d), tonumber(e)
-    issued, cmd_until, rule, last, cur = tonumber(f), tonumber(g), h, i, j
+    seq, state, s_until, s_stop, s_start, s_issued, s_cmd_until, rule, last, cur = string.match(raw, packed)
+    if not seq then return redis.error_reply('unreadable unit record ' .. key) end
   elseif type(raw) == 'table' then
     -- a record of the former layout (a hash of fields): honoured, rewritten in the packed form on change
     local o = redis.call('HMGET', key, 'seq', 'state', 'owner', 'owner_until', 'stop_ok_ms', 'start_ok_ms',
                          'last_cmd', 'changed_ms')
-    seq, state, cur = tonumber(o[1]) or 0, o[2] or '2', o[3] or ''
-    cur_until, stop_ok, start_ok = tonumber(o[4]) or 0, tonumber(o[5]) or 0, tonumber(o[6]) or 0
-    last, issued, cmd_until = o[7] or '', tonumber(o[8]) or 0, tonumber(o[4]) or 0
+    seq, state, cur, s_until = o[1] or '0', o[2] or '2', o[3] or '', o[4] or '0'
+    s_stop, s_start, last, s_issued, s_cmd_until = o[5] or '0', o[6] or '0', o[7] or '', o[8] or '0', s_until
   end
+  local cur_until, stop_ok, start_ok = tonumber(s_until), tonumber(s_stop), tonumber(s_start)
   local foreign = cur ~= '' and cur ~= owner and cur ~= 'plan' and cur_until > now
-  local r
-  local write = false
+  local status, reason, cmd = '-1', '', last
   if action == 'block' or action == 'force_on' then
     local want = (action == 'block') and '1' or '4'
     if cur == owner and state == want then
-      r = {0, 'duplicate', seq, last}
+      status, reason = '0', 'duplicate'
     elseif foreign then
-      r = {-1, 'held by ' .. cur, seq, last}
-    elseif action == 'block' and now < math.max(stop_ok, live_free) then
-      r = {-1, 'min run not over', seq, last}
-    elseif action == 'force_on' and now < math.max(start_ok, live_free) then
-      r = {-1, 'lock-out not over', seq, last}
+      reason = 'held by ' .. cur
+    elseif action == 'block' and now < math.max(stop_ok, tonumber(free_s)) then
+      reason = 'min run not over'
+    elseif action == 'force_on' and now < math.max(start_ok, tonumber(free_s)) then
+      reason = 'lock-out not over'
     else
-      seq, state, cur, cur_until, issued, cmd_until, last = seq + 1, want, owner, lease, now, lease, cid
-      if action == 'block' then start_ok, rule = now + lockout, 'l' else stop_ok, rule = now + minrun, 'r' end
-      write = true
-      r = {1, 'ok', seq, cid}
+      if action == 'block' then s_start, rule = now + tonumber(lockout_s), 'l'
+      else s_stop, rule = now + tonumber(minrun_s), 'r' end
+      seq, state, cur, last = seq + 1, want, owner, cid
+      s_until, s_issued, s_cmd_until = lease_s, now_s, lease_s
+      status, reason, cmd = '1', 'ok', cid
     end
   elseif action == 'release' then
     if cur ~= owner then
-      r = {0, 'not held', seq, last}
+      status, reason = '0', 'not held'
     elseif state == '1' and now < start_ok then
-      r = {-1, 'lock-out not over', seq, last}
+      reason = 'lock-out not over'
     elseif state == '4' and now < stop_ok then
-      r = {-1, 'min run not over', seq, last}
+      reason = 'min run not over'
     else
       -- released from a block the HP may start (then it must run); from force-on it may stop (then rest)
-      if state == '1' then stop_ok, rule = now + minrun, 'r' else start_ok, rule = now + lockout, 'l' end
-      seq, state, cur, cur_until, issued, cmd_until, last = seq + 1, '2', '', 0, now, lease, cid
-      write = true
-      r = {1, 'ok', seq, cid}
+      if state == '1' then s_stop, rule = now + tonumber(minrun_s), 'r'
+      else s_start, rule = now + tonumber(lockout_s), 'l' end
+      seq, state, cur, s_until, s_issued, s_cmd_until, last = seq + 1, '2', '', '0', now_s, lease_s, cid
+      status, reason, cmd = '1', 'ok', cid
     end
   elseif action == 'renew' then
     if cur ~= owner then
-      r = {-1, 'not held', seq, last}
+      reason = 'not held'
     else
-      seq, cur_until, issued, cmd_until, last, rule = seq + 1, lease, now, lease, cid, ''
-      write = true
-      r = {1, 'ok', seq, cid}
+      seq, s_until, s_issued, s_cmd_until, last, rule = seq + 1, lease_s, now_s, lease_s, cid, ''
+      status, reason, cmd = '1', 'ok', cid
     end
   elseif action == 'resend' then
     -- the unit's latest command goes out (again): its rule runs from now, the moment it can take effect
     if last ~= cid then
-      r = {-1, 'superseded', seq, last}
-    elseif issued > lease then
-      r = {-1, 'too recent', seq, last}
-    elseif now >= cmd_until then
-      r = {-1, 'lease over', seq, last}
+      reason = 'superseded'
+    elseif tonumber(s_issued) > tonumber(lease_s) then
+      reason = 'too recent'
+    elseif now >= tonumber(s_cmd_until) then
+      reason = 'lease over'
     else
-      if rule == 'l' then start_ok = math.max(start_ok, now + lockout) end
-      if rule == 'r' then stop_ok = math.max(stop_ok, now + minrun) end
-      write = true
-      r = {1, state .. ',' .. num(issued) .. ',' .. num(cmd_until), seq, cid}
+      if rule == 'l' then s_start = math.max(start_ok, now + tonumber(lockout_s)) end
+      if rule == 'r' then s_stop = math.max(stop_ok, now + tonumber(minrun_s)) end
+      status, reason, cmd = '1', state .. ',' .. s_issued .. ',' .. s_cmd_until, cid
     end
   else
-    r = {-1, 'unknown action', seq, last}
+    reason = 'unknown action'
   end
-  if write then
-    redis.call('SET', key, num(seq) .. '|' .. state .. '|' .. num(cur_until) .. '|' .. num(stop_ok) .. '|' ..
-               num(start_ok) .. '|' .. num(issued) .. '|' .. num(cmd_until) .. '|' .. rule .. '|' .. last ..
-               '|' .. cur)
+  if status == '1' then
+    redis.call('SET', key, seq .. '|' .. state .. '|' .. s_until .. '|' .. s_stop .. '|' .. s_start .. '|' ..
+               s_issued .. '|' .. s_cmd_until .. '|' .. rule .. '|' .. last .. '|' .. cur)
   end
-  out[k] = r[1] .. '|' .. r[3] .. '|' .. r[4] .. '|' .. r[2]
+  out[k] = status .. '|' .. seq .. '|' .. cmd .. '|' .. reason
 end
 return table.concat(out, '\n')
 """
