@@ -130,10 +130,10 @@ class BatchConsumer:
 
     async def run(self) -> None:
         """Join the group and handle batches until cancelled; leave the group on the way out."""
-        await self.consumer.start()
-        self.started.set()
         inflight: deque[_InFlight] = deque()
         try:
+            await self.consumer.start()
+            self.started.set()
             while True:
                 records = await self._fetch(100 if inflight else 1000)
                 if records:
