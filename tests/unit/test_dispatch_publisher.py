@@ -1,4 +1,4 @@
-"""The command publisher works out site partitions ahead of a burst, as the broker's partitioner would."""
+"""The command publisher (partitions ahead of a burst, per-batch confirmation); the claim's input checks."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis.asyncio as aioredis
 from aiokafka.partitioner import DefaultPartitioner
 
 from hybridpool_shared.messages import SgReadyState, SwitchHeatPump
-from services.dispatch.adapters import CommandPublisher
+from services.dispatch.adapters import ClaimRequest, CommandPublisher, SafetyStore
 
 
 class _Producer:
@@ -82,3 +83,14 @@ async def test_a_failed_batch_fails_the_call_but_every_other_batch_is_confirmed(
     lost = [m for m in msgs if publisher._partition_of[m.kafka_key()] == failing]
     assert 0 < len(lost) < len(msgs)
     assert sorted(m.command_id for m in confirmed) == sorted(m.command_id for m in msgs if m not in lost)
+
+
+@pytest.mark.parametrize("command_id", ["", "a,b", "a;b", "a|b", "a\nb"])
+async def test_a_claim_with_a_command_id_the_script_cannot_parse_is_refused_before_redis(
+    command_id: str,
+) -> None:
+    store = SafetyStore(aioredis.Redis(host="unused.invalid"), "t")  # never connected: refused first
+    good = ClaimRequest("s1", "block", "a1", "cmd-1", 1, 2, 3, 4)
+    bad = good._replace(site_id="s2", command_id=command_id)
+    with pytest.raises(ValueError, match="command_id"):
+        await store.claim([good, bad, good._replace(site_id="s3", command_id="cmd-3")], 1)
