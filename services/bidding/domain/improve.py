@@ -79,11 +79,14 @@ def improve(
     penalty_eur_per_kwh: float,
     budget_s: float = math.inf,
     only: BoolArray | None = None,
+    prefer_cheaper: bool = True,
 ) -> SimPlan:
     """Re-plan eligible sites by dynamic programming; a site keeps its input plan where that is cheaper.
 
     Sites go in chunks, those with the most boiler heat and end top-up first, until the time budget
-    would be exceeded; the rest (and those not in `only`) keep their input plan.
+    would be exceeded; the rest (and those not in `only`) keep their input plan. With
+    prefer_cheaper=False the DP's plan replaces the input plan wherever it keeps every rule and
+    requirement, cheaper or not (requirements the input plan does not meet).
     """
     began = time.perf_counter()
     wanted = fleet.online & (fleet.max_starts_h >= 2) & (True if only is None else only)
@@ -105,6 +108,8 @@ def improve(
         site_cost_eur(fleet, spot, candidate, penalty_eur_per_kwh)
         < site_cost_eur(fleet, spot, plan, penalty_eur_per_kwh) - 1e-9
     )
+    if not prefer_cheaper:
+        better = (candidate.on != plan.on).any(axis=1)
     better &= _meets(fleet, candidate, requirement)
     better &= candidate.overflow_kwh.sum(axis=1) <= plan.overflow_kwh.sum(axis=1) + 1e-9
     return replay(fleet, np.where(better[:, None], candidate.on, plan.on))

@@ -189,6 +189,7 @@ class Options:
     max_bid_mw: float = 50.0
     improve_sites: bool = True
     improve_budget_s: float = 60.0
+    seek_max_sites: int = 60
 
 
 def quarter_starts(first: datetime, count: int) -> list[datetime]:

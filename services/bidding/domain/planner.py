@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from hybridpool_shared.domain.pooling import guaranteed_mw
 from services.bidding.domain.bids import (
     Capability,
     CapacityBid,
@@ -20,7 +22,7 @@ from services.bidding.domain.bids import (
 )
 from services.bidding.domain.clusters import Clusters, build_clusters
 from services.bidding.domain.improve import Requirement, improve, release, replay, site_cost_eur
-from services.bidding.domain.inputs import BoolArray, Fleet, FloatArray, Market, Options
+from services.bidding.domain.inputs import BoolArray, Fleet, FloatArray, IntArray, Market, Options, periods
 from services.bidding.domain.model import ModelSolution, SolveFailedError, solve
 from services.bidding.domain.sim import SimPlan, simulate
 
@@ -133,6 +135,8 @@ def plan(fleet: Fleet, market: Market, options: Options, plan_id: str) -> PlanOu
     extra: dict[str, float] = {}
     if options.improve_sites:
         sim, cap, cbids, extra = _improved(fleet, market, options, spot, sim, cap, cbids, price)
+    if options.improve_sites and 0 < int(fleet.online.sum()) <= options.seek_max_sites:
+        sim, cap, cbids = _seek(fleet, market, options, spot, (sim, cap, cbids), price)
     return PlanOutcome(
         plan_id=plan_id,
         plan=sim,
@@ -198,6 +202,83 @@ def _improved(
     if after <= before:
         return better, better_cap, better_bids, stats
     return sim, cap, cbids, stats
+
+
+SEEK_SWEEPS = 2
+
+
+def _seek(
+    fleet: Fleet,
+    market: Market,
+    options: Options,
+    spot: FloatArray,
+    current: tuple[SimPlan, Capability, list[CapacityBid]],
+    price: float,
+) -> tuple[SimPlan, Capability, list[CapacityBid]]:
+    """Few units: give units up and down roles per product period, re-plan them by DP, keep what pays.
+
+    With few units the fluid LP's fractional capability cannot be rounded onto whole units, so the
+    followed plan may hold no bid at all. Period by period, dearest first, the online units of the area
+    are split into an up side (running past its minimum run through the period) and a down side (idle
+    past its lock-out), balanced by deliverable kW, taken largest first, most running first or emptiest
+    store first (twice over all periods); every site is re-planned by DP with all roles accepted so far
+    as requirements, and a period's roles stay only if the objective (energy − revenue) improves.
+    """
+    areas = np.array(fleet.area)
+    penalty = options.comfort_penalty_eur_per_kwh
+    best = current
+    best_objective = energy_cost_eur(fleet, market, current[0], options) - revenue_eur(current[2], market)
+    roles = Requirement(np.zeros_like(current[0].on), np.zeros_like(current[0].on))
+    kw = fleet.availability * fleet.response * fleet.power_kw
+    for area in sorted(market.reserve_eur_per_mw_h):
+        prices = market.reserve_eur_per_mw_h[area]
+        rows = np.flatnonzero((areas == area) & fleet.online)
+        rule = market.products.get(area)
+        if rule is None or float(kw[rows].sum()) < 2000.0 * rule.min_mw:
+            continue  # too small a pool for any bid: nothing to seek
+        ranked = sorted(periods(market, area), key=lambda p: -float(np.mean(prices[p.first : p.last])))
+        for period in ranked * SEEK_SWEEPS:
+            if float(np.mean(prices[period.first : period.last])) <= 0:
+                continue
+            running = best[0].on[rows, period.first : period.last].mean(axis=1)
+            fill = best[0].storage_kwh[rows, period.first] / np.maximum(fleet.storage_kwh[rows], 1e-9)
+            orders = (
+                np.argsort(-kw[rows], kind="stable"),
+                np.argsort(-running, kind="stable"),
+                np.argsort(fill, kind="stable"),
+            )
+            for order, target_mw in itertools.product(orders, (rule.min_mw, 2 * rule.min_mw, math.inf)):
+                trial = Requirement(roles.up.copy(), roles.down.copy())
+                _split(fleet, rows[order], trial, (period.first, period.last), target_mw, options.z)
+                planned = improve(fleet, spot, best[0], trial, penalty, prefer_cheaper=False)
+                cap = capability(fleet, planned, options)
+                bids = capacity_bids(cap, market, options, price)
+                objective = energy_cost_eur(fleet, market, planned, options) - revenue_eur(bids, market)
+                if objective < best_objective - 1e-9:
+                    best, best_objective, roles = (planned, cap, bids), objective, trial
+    return best
+
+
+def _split(
+    fleet: Fleet, units: IntArray, roles: Requirement, quarters: tuple[int, int], target_mw: float, z: float
+) -> None:
+    """Give each unit, in the order given, to the side that guarantees less, until both reach the target."""
+    first, last = quarters
+    sides: dict[bool, list[int]] = {True: [], False: []}
+
+    def guaranteed(members: list[int]) -> float:
+        return guaranteed_mw(fleet.power_kw[members], fleet.availability[members], fleet.response[members], z)
+
+    for i in units:
+        up_mw, down_mw = guaranteed(sides[True]), guaranteed(sides[False])
+        if min(up_mw, down_mw) >= target_mw:
+            break
+        up = up_mw <= down_mw
+        sides[up].append(int(i))
+        if up:
+            roles.up[i, first:last] = True
+        else:
+            roles.down[i, first:last] = True
 
 
 def _bid_price(clusters: Clusters, market: Market, options: Options, solution: ModelSolution) -> float:
