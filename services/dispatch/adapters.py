@@ -374,6 +374,7 @@ class CommandPublisher:
         topic = DISPATCH_COMMANDS.name
         partitions = sorted(await producer.partitions_for(topic))
         by_partition: dict[int, list[tuple[bytes, SwitchHeatPump]]] = {}
+        to_json = SwitchHeatPump.__pydantic_serializer__.to_json  # to_json_bytes' bytes, without its wrappers
         for m in messages:
             key = m.kafka_key()
             part = self._partition_of.get(key)
@@ -387,7 +388,7 @@ class CommandPublisher:
                 batch = producer.create_batch()
                 members: list[SwitchHeatPump] = []
                 for key, m in items:
-                    value = m.to_json_bytes()
+                    value = to_json(m)
                     if batch.append(timestamp=None, key=key, value=value, headers=HEADERS) is None:
                         sent.append((await producer.send_batch(batch, topic, partition=part), members))
                         batch, members = producer.create_batch(), []

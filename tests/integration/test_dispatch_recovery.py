@@ -249,16 +249,17 @@ async def test_units_whose_commands_were_never_built_get_them_from_their_record(
     clock = _Clock(datetime.now(tz=UTC).timestamp())
     sink = _FlakySink()
     d = _worker(infra, redis, prefix, clock, sink)
-    built = 0
+    chunks = 0
+    build = dispatcher.build_switches
 
-    def flaky_build(**fields: object) -> SwitchHeatPump:
-        nonlocal built
-        built += 1
-        if built == 45:  # a bug strikes mid-chunk: this chunk's remaining units and all later chunks
-            raise RuntimeError("bug while building a command")
-        return SwitchHeatPump(**fields)  # type: ignore[arg-type]
+    def flaky_build(fields: list[dict[str, object]]) -> list[SwitchHeatPump]:
+        nonlocal chunks
+        chunks += 1
+        if chunks == 5:  # a bug strikes: this chunk's commands and all later chunks' are never built
+            raise RuntimeError("bug while building commands")
+        return build(fields)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(dispatcher, "SwitchHeatPump", flaky_build)
+    monkeypatch.setattr(dispatcher, "build_switches", flaky_build)
     act = _activation(clock.at)
     with pytest.raises(RuntimeError):
         await d.on_activation(act)

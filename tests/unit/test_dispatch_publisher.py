@@ -11,6 +11,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from hybridpool_shared.messages import SgReadyState, SwitchHeatPump
 from services.dispatch.adapters import ClaimRequest, CommandPublisher, SafetyStore
+from services.dispatch.dispatcher import build_switches
 
 
 class _Producer:
@@ -34,10 +35,10 @@ async def test_warm_computes_each_new_sites_partition_once_like_the_default_part
 
 class _Batch:
     def __init__(self) -> None:
-        self.keys: list[bytes] = []
+        self.records: list[tuple[bytes, bytes]] = []
 
     def append(self, *, timestamp: None, key: bytes, value: bytes, headers: object) -> object:
-        self.keys.append(key)
+        self.records.append((key, value))
         return object()
 
 
@@ -46,11 +47,13 @@ class _FlakyProducer(_Producer):
 
     def __init__(self, failing_partition: int) -> None:
         self.failing_partition = failing_partition
+        self.sent: list[_Batch] = []
 
     def create_batch(self) -> _Batch:
         return _Batch()
 
     async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> asyncio.Future[object]:
+        self.sent.append(batch)
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         if partition == self.failing_partition:
             fut.set_exception(ConnectionError("not leader"))
@@ -59,10 +62,9 @@ class _FlakyProducer(_Producer):
         return fut
 
 
-async def test_a_failed_batch_fails_the_call_but_every_other_batch_is_confirmed() -> None:
-    publisher = CommandPublisher("unused:9092", idempotence=False, client_id="t")
+def _commands(n: int) -> list[SwitchHeatPump]:
     now = datetime.now(tz=UTC)
-    msgs = [
+    return [
         SwitchHeatPump(
             command_id=f"c{i}",
             site_id=f"site-{i}",
@@ -70,9 +72,26 @@ async def test_a_failed_batch_fails_the_call_but_every_other_batch_is_confirmed(
             sg_ready_state=SgReadyState.BLOCK,
             issued_at=now,
             valid_until=now + timedelta(minutes=30),
+            activation_id="a1",
+            reason="mfrr_energy up",
         )
-        for i in range(60)
+        for i in range(n)
     ]
+
+
+async def test_each_command_goes_out_keyed_by_site_as_its_own_json() -> None:
+    publisher = CommandPublisher("unused:9092", idempotence=False, client_id="t")
+    producer = _FlakyProducer(failing_partition=-1)
+    publisher._producer = producer
+    msgs = _commands(20)
+    await publisher.publish_many(msgs)
+    sent = sorted(r for batch in producer.sent for r in batch.records)
+    assert sent == sorted((m.kafka_key(), m.to_json_bytes()) for m in msgs)
+
+
+async def test_a_failed_batch_fails_the_call_but_every_other_batch_is_confirmed() -> None:
+    publisher = CommandPublisher("unused:9092", idempotence=False, client_id="t")
+    msgs = _commands(60)
     publisher._producer = _Producer()
     await publisher.warm([m.kafka_key() for m in msgs])
     failing = publisher._partition_of[msgs[0].kafka_key()]
@@ -94,3 +113,10 @@ async def test_a_claim_with_a_command_id_the_script_cannot_parse_is_refused_befo
     bad = good._replace(site_id="s2", command_id=command_id)
     with pytest.raises(ValueError, match="command_id"):
         await store.claim([good, bad, good._replace(site_id="s3", command_id="cmd-3")], 1)
+
+
+def test_one_invalid_command_does_not_keep_the_rest_of_its_chunk_from_being_built() -> None:
+    msgs = _commands(5)
+    fields = [m.model_dump(exclude={"schema_version"}) for m in msgs]
+    fields[2]["site_id"] = "not a site id"
+    assert build_switches(fields) == [m for i, m in enumerate(msgs) if i != 2]
