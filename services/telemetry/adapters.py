@@ -20,6 +20,7 @@ from hybridpool_shared.sitestate import (
     SiteLiveState,
     state_key,
 )
+from services.telemetry.domain.quarters import ClosedQuarter
 
 FIELD = "json"
 TIMING_KEY = "telemetry:site_timing"  # hash: site_id → "min_run_minutes,lockout_minutes" from the registry
@@ -235,11 +236,11 @@ class QuarterProducer:
         """Flush and disconnect."""
         await self.producer.stop()
 
-    async def send_all(self, quarters: Sequence[QuarterAggregated]) -> None:
+    async def send_all(self, quarters: Sequence[QuarterAggregated | ClosedQuarter]) -> None:
         """Send the aggregates and wait until the broker has every one."""
         await (await self.enqueue(quarters))
 
-    async def enqueue(self, quarters: Sequence[QuarterAggregated]) -> asyncio.Future[Any]:
+    async def enqueue(self, quarters: Sequence[QuarterAggregated | ClosedQuarter]) -> asyncio.Future[Any]:
         """Hand the aggregates to the producer; return what completes once the broker has every one.
 
         Records go into one batch per partition (chosen by key, as send() would), and the partitions

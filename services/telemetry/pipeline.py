@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,13 +15,19 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from hybridpool_shared import topics
 from hybridpool_shared.fastbatch import BatchConsumer
-from hybridpool_shared.messages import QuarterAggregated, SiteMasterDataChanged, TelemetryReported
+from hybridpool_shared.messages import SiteMasterDataChanged, TelemetryReported
 from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service
 from hybridpool_shared.sitestate import GatewayStatus
 from hybridpool_shared.timeutil import utc_now
 from services.telemetry.adapters import LiveStateStore, QuarterProducer
-from services.telemetry.domain.quarters import MeterOrderError, QuarterAggregator, Sample, sample_lines
+from services.telemetry.domain.quarters import (
+    ClosedQuarter,
+    MeterOrderError,
+    QuarterAggregator,
+    Sample,
+    sample_lines,
+)
 from services.telemetry.domain.state import Last, Timing, advance, last_of, state_json
 from services.telemetry.domain.validation import InvalidReading, Limits, Order, check_reading
 from services.telemetry.settings import TelemetrySettings
@@ -29,10 +36,10 @@ LOGGER = logging.getLogger(__name__)
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
-def sample_of(r: TelemetryReported) -> Sample:
-    """Return the part of a reading the quarter aggregates use."""
+def sample_of(r: TelemetryReported, t: float | None = None) -> Sample:
+    """Return the part of a reading the quarter aggregates use (t: its epoch seconds, if known)."""
     return Sample(
-        t=r.measured_at.timestamp(),
+        t=r.measured_at.timestamp() if t is None else t,
         meter_kwh=r.meter_reading_kwh,
         power_kw=r.electric_power_kw,
         heat_kw=r.heat_power_kw,
@@ -65,7 +72,7 @@ def record_of(msg: TelemetryReported, d: Delivery) -> ConsumerRecord[bytes, byte
 class _Work:
     """What finishing a batch (or a sweep) has to do, prepared in memory."""
 
-    closed: list[QuarterAggregated]
+    closed: list[ClosedQuarter]
     docs: dict[str, bytes]
     seen_s: float
     quarters: dict[str, bytes]
@@ -172,15 +179,16 @@ class TelemetryPipeline:
         added: dict[str, list[Sample]] = {}
         counts = dict.fromkeys(Order, 0)
         refused: list[tuple[TelemetryReported, Delivery, str, str]] = []
-        now, received_s = utc_now(), time.time()
+        received_s = time.time()
         for msg, delivery in items:
-            order = self._accept(msg, delivery, now, added, refused)
+            t = msg.measured_at.timestamp()
+            order = self._accept(msg, t, delivery, received_s, added, refused)
             if order is None:
                 continue
             counts[order] += 1
             self.received[msg.site_id] = received_s
             if order is Order.NEWER:
-                last = advance(self.last.get(msg.site_id), msg)
+                last = advance(self.last.get(msg.site_id), msg, t)
                 self.last[msg.site_id] = last
                 newest[msg.site_id] = (msg, last)
         closed = [
@@ -201,7 +209,7 @@ class TelemetryPipeline:
             docs=docs,
             seen_s=received_s,
             quarters=updates,
-            measured_s=[msg.measured_at.timestamp() for msg, _ in newest.values()],
+            measured_s=[last.measured_s for _, last in newest.values()],
             counts=counts_out,
         )
 
@@ -230,8 +238,8 @@ class TelemetryPipeline:
         except BaseException:
             self._reset()
             raise
-        for q in work.closed:
-            self.quarters.labels(quality=q.quality.value).inc()
+        for quality, n in collections.Counter(q.quality.value for q in work.closed).items():
+            self.quarters.labels(quality=quality).inc(n)
         written_s = time.time()
         for measured_s in work.measured_s:
             self.lag.observe(max(0.0, written_s - measured_s))
@@ -287,15 +295,16 @@ class TelemetryPipeline:
     def _accept(
         self,
         msg: TelemetryReported,
+        t: float,
         delivery: Delivery,
-        now: datetime,
+        now_s: float,
         added: dict[str, list[Sample]],
         refused: list[tuple[TelemetryReported, Delivery, str, str]],
     ) -> Order | None:
         try:
-            order = check_reading(msg, self.last.get(msg.site_id), now, self.limits)
+            order = check_reading(msg, self.last.get(msg.site_id), now_s, self.limits, t)
             if order is not Order.DUPLICATE:
-                sample = sample_of(msg)
+                sample = sample_of(msg, t)
                 if self.agg.add(msg.site_id, sample):
                     added.setdefault(msg.site_id, []).append(sample)
         except InvalidReading as exc:
@@ -310,7 +319,7 @@ class TelemetryPipeline:
         self.readings.labels(outcome="rejected").inc()
         await self.service.consumer.sink.park(record_of(msg, delivery), kind, reason)
 
-    async def _send(self, quarters: list[QuarterAggregated]) -> asyncio.Future[Any]:
+    async def _send(self, quarters: list[ClosedQuarter]) -> asyncio.Future[Any]:
         """Hand quarters to the producer; return what completes once the broker has every one."""
         if self.producer is None:
             raise RuntimeError("the quarter producer is not connected")
@@ -357,8 +366,8 @@ class TelemetryPipeline:
         ]
         await self.store.save(marked, touch=False)
 
-    def _close_idle(self, now: float) -> list[QuarterAggregated]:
-        out: list[QuarterAggregated] = []
+    def _close_idle(self, now: float) -> list[ClosedQuarter]:
+        out: list[ClosedQuarter] = []
         forget_before = now - self.settings.max_age_h * 3600.0
         for site_id, last in list(self.received.items()):
             if now - last < self.settings.idle_close_s:

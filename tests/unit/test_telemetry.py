@@ -8,6 +8,7 @@ import random
 from collections import deque
 from datetime import UTC, date, datetime, timedelta
 
+import orjson
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
@@ -16,7 +17,13 @@ from hybridpool_shared.messages import AggregateQuality, QuarterAggregated, Tele
 from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.metrics import ServiceMetrics
 from hybridpool_shared.timeutil import local_day_bounds, quarters_in_local_day
-from services.telemetry.domain.quarters import MeterOrderError, QuarterAggregator, Sample, sample_lines
+from services.telemetry.domain.quarters import (
+    ClosedQuarter,
+    MeterOrderError,
+    QuarterAggregator,
+    Sample,
+    sample_lines,
+)
 from services.telemetry.domain.state import last_of, next_state
 from services.telemetry.domain.validation import InvalidReading, Order, check_reading
 
@@ -51,11 +58,19 @@ def _meter_at(samples: list[Sample], t: float) -> float:
 
 
 def _feed(agg: QuarterAggregator, samples: list[Sample], site: str = "v1") -> list[QuarterAggregated]:
+    """Feed readings, returning the closed quarters as strictly validated messages."""
     out: list[QuarterAggregated] = []
     for s in samples:
         agg.add(site, s)
-        out += agg.close_ready(site)
+        out += [_validated(q) for q in agg.close_ready(site)]
     return out
+
+
+def _validated(q: ClosedQuarter) -> QuarterAggregated:
+    """The strict model of a closed quarter, checking that the JSON it is published as is the model's own."""
+    msg = q.message()
+    assert orjson.loads(q.to_json_bytes()) == orjson.loads(msg.to_json_bytes())
+    return msg
 
 
 def _series(start: float, end: float, seed: int = 1, step: float = 60.0) -> list[Sample]:
@@ -115,7 +130,7 @@ def test_a_silent_site_gets_missing_quarters_then_revised_ones() -> None:
     t = T0.timestamp()
     agg = QuarterAggregator()
     _feed(agg, [Sample(t + 60 * k, float(k)) for k in range(0, 10)])
-    idle = agg.close_idle("v1", t + 3 * 900 + 200)
+    idle = [_validated(q) for q in agg.close_idle("v1", t + 3 * 900 + 200)]
     assert [q.quality for q in idle] == [
         AggregateQuality.ESTIMATED,
         AggregateQuality.MISSING,
@@ -211,7 +226,7 @@ def test_a_restored_snapshot_with_appended_samples_closes_the_same_quarters() ->
     stored = resumed.snapshot("v1") + sample_lines(samples[cut - 3 : cut])  # three appended after it
     for s in samples[cut - 3 : cut]:
         resumed.add("v1", s)
-    got += resumed.close_ready("v1")
+    got += [_validated(q) for q in resumed.close_ready("v1")]
     restarted = QuarterAggregator()
     restarted.restore("v1", stored)
     got += _feed(restarted, samples[cut:])

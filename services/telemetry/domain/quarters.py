@@ -11,6 +11,7 @@ and republished ESTIMATED with its share of the delta when the site returns.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 from dataclasses import astuple, dataclass, field, replace
 from datetime import UTC, datetime
@@ -37,6 +38,47 @@ class Sample(NamedTuple):
     outdoor_c: float = 0.0
     hp_running: bool = False
     boiler_running: bool = False
+
+
+class ClosedQuarter(NamedTuple):
+    """A finished quarter: the fields of QuarterAggregated, built without pydantic on the hot path.
+
+    Validating a QuarterAggregated per closed quarter cost more than aggregating it; the values come
+    from this module alone and meet the model's constraints by construction, which the unit tests check
+    by validating to_json_bytes() strictly. message() returns the validated model.
+    """
+
+    site_id: str
+    interval_start: datetime
+    interval_end: datetime
+    quality: AggregateQuality
+    readings: int
+    indoor_temp_min_c: float | None = None
+    indoor_temp_max_c: float | None = None
+    outdoor_temp_mean_c: float | None = None
+    energy_kwh: float | None = None
+    mean_power_kw: float | None = None
+    heat_energy_kwh: float | None = None
+    cop_measured: float | None = None
+    hp_running_share: float | None = None
+    coverage_share: float | None = None
+    energy_apportioned_kwh: float | None = None
+    revised: bool = False
+
+    def kafka_key(self) -> bytes:
+        """Key by site, as QuarterAggregated does."""
+        return self.site_id.encode()
+
+    def to_json_bytes(self) -> bytes:
+        """Return the QuarterAggregated JSON of this quarter."""
+        doc = self._asdict()
+        doc["schema_version"] = QuarterAggregated.SCHEMA_VERSION
+        doc["interval_minutes"] = 15
+        return orjson.dumps(doc, option=orjson.OPT_UTC_Z)
+
+    def message(self) -> QuarterAggregated:
+        """Return the validated QuarterAggregated."""
+        return QuarterAggregated.from_json_bytes(self.to_json_bytes())
 
 
 class MeterOrderError(ValueError):
@@ -113,7 +155,7 @@ class QuarterAggregator:
         site.samples.insert(pos, s)
         return True
 
-    def close_ready(self, site_id: str) -> list[QuarterAggregated]:
+    def close_ready(self, site_id: str) -> list[ClosedQuarter]:
         """Return every quarter of a site that its readings have moved past by the grace time."""
         site = self.sites[site_id]
         out = self._revise(site_id, site) if site.pending and site.samples else []
@@ -124,7 +166,7 @@ class QuarterAggregator:
             self.reshaped.add(site_id)
         return out
 
-    def close_idle(self, site_id: str, site_now_s: float) -> list[QuarterAggregated]:
+    def close_idle(self, site_id: str, site_now_s: float) -> list[ClosedQuarter]:
         """Close the quarters of a silent site that ended grace_s before site_now_s (MISSING if unreached)."""
         site = self.sites[site_id]
         out = []
@@ -168,7 +210,7 @@ class QuarterAggregator:
             ],
         )
 
-    def _close(self, site_id: str, site: _Site) -> QuarterAggregated:
+    def _close(self, site_id: str, site: _Site) -> ClosedQuarter:
         start = site.open_from
         end = start + QUARTER_S
         points = ([site.anchor] if site.anchor else []) + site.samples
@@ -186,7 +228,7 @@ class QuarterAggregator:
         site.open_from = end
         return _message(site_id, start, acc, inside, self.max_gap_s)
 
-    def _revise(self, site_id: str, site: _Site) -> list[QuarterAggregated]:
+    def _revise(self, site_id: str, site: _Site) -> list[ClosedQuarter]:
         """Give quarters closed during a silence their share of the delta that bridges it."""
         a, b = site.anchor, site.samples[0]
         out = []
@@ -194,11 +236,7 @@ class QuarterAggregator:
             end = p.start + QUARTER_S
             if a is not None and b.t > p.start and a.t < end:
                 _add_segment(p.acc, a, b, max(a.t, p.start), min(b.t, end))
-            out.append(
-                _message(site_id, p.start, p.acc, p.inside, self.max_gap_s).model_copy(
-                    update={"revised": True}
-                )
-            )
+            out.append(_message(site_id, p.start, p.acc, p.inside, self.max_gap_s)._replace(revised=True))
         site.pending.clear()
         return out
 
@@ -225,29 +263,29 @@ def _add_segment(acc: _Acc, a: Sample, b: Sample, lo: float, hi: float) -> None:
     acc.longest_s = max(acc.longest_s, span)
 
 
-def _message(
-    site_id: str, start: float, acc: _Acc, inside: list[Sample], max_gap_s: float
-) -> QuarterAggregated:
-    begin = datetime.fromtimestamp(start, tz=UTC)
-    end = datetime.fromtimestamp(start + QUARTER_S, tz=UTC)
-    base = {
-        "site_id": site_id,
-        "interval_start": begin,
-        "interval_end": end,
-        "interval_minutes": 15,
-        "readings": len(inside),
-        "indoor_temp_min_c": min((s.indoor_c for s in inside), default=None),
-        "indoor_temp_max_c": max((s.indoor_c for s in inside), default=None),
-        "outdoor_temp_mean_c": sum(s.outdoor_c for s in inside) / len(inside) if inside else None,
-    }
+def _message(site_id: str, start: float, acc: _Acc, inside: list[Sample], max_gap_s: float) -> ClosedQuarter:
+    begin, end = _quarter_bounds(start)
+    n = len(inside)
+    indoor_min = min((s.indoor_c for s in inside), default=None)
+    indoor_max = max((s.indoor_c for s in inside), default=None)
+    outdoor_mean = sum(s.outdoor_c for s in inside) / n if n else None
     if acc.covered_s == 0:
-        return QuarterAggregated(quality=AggregateQuality.MISSING, **base)  # type: ignore[arg-type]
+        return ClosedQuarter(
+            site_id, begin, end, AggregateQuality.MISSING, n, indoor_min, indoor_max, outdoor_mean
+        )
     full = acc.covered_s >= QUARTER_S - 1e-6
     gap = acc.longest_s > max_gap_s
     quality = AggregateQuality.MEASURED if full and not gap else AggregateQuality.ESTIMATED
     cop = acc.hp_heat / acc.hp_el if acc.hp_el >= MIN_COP_ENERGY_KWH else None
-    return QuarterAggregated(
-        quality=quality,
+    return ClosedQuarter(
+        site_id,
+        begin,
+        end,
+        quality,
+        n,
+        indoor_min,
+        indoor_max,
+        outdoor_mean,
         energy_kwh=acc.energy,
         mean_power_kw=acc.energy / (acc.covered_s / 3600.0),
         heat_energy_kwh=acc.heat,
@@ -255,5 +293,10 @@ def _message(
         hp_running_share=min(1.0, acc.running_s / acc.covered_s),
         coverage_share=min(1.0, acc.covered_s / QUARTER_S),
         energy_apportioned_kwh=acc.apportioned,
-        **base,  # type: ignore[arg-type]
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _quarter_bounds(start: float) -> tuple[datetime, datetime]:
+    """Return a quarter's start and end as aware UTC datetimes (every site closes the same few)."""
+    return datetime.fromtimestamp(start, tz=UTC), datetime.fromtimestamp(start + QUARTER_S, tz=UTC)

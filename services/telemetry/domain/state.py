@@ -56,13 +56,14 @@ def last_of(state: SiteLiveState) -> Last:
     )
 
 
-def advance(prev: Last | None, r: TelemetryReported) -> Last:
+def advance(prev: Last | None, r: TelemetryReported, t: float | None = None) -> Last:
     """Return the Last after a reading newer than prev.
 
     A switch happened somewhere between the two readings; taking the later reading's time as the
     switch time makes lock-out and minimum run end late rather than early: the safe side.
     """
-    t = r.measured_at.timestamp()
+    if t is None:
+        t = r.measured_at.timestamp()
     running_since = prev.running_since_s if prev else None
     stopped_since = prev.stopped_since_s if prev else None
     if r.hp_running and not (prev and prev.hp_running and running_since is not None):

@@ -40,18 +40,29 @@ class InvalidReading(Exception):  # noqa: N818 - a verdict, raised to the handle
         self.reason = reason
 
 
-def check_reading(r: TelemetryReported, last: Last | None, now: datetime, limits: Limits = Limits()) -> Order:
-    """Return the reading's order relative to the last one, or raise InvalidReading."""
-    if r.measured_at > now + limits.max_future:
+def check_reading(
+    r: TelemetryReported,
+    last: Last | None,
+    now: datetime | float,
+    limits: Limits = Limits(),
+    t: float | None = None,
+) -> Order:
+    """Return the reading's order relative to the last one, or raise InvalidReading.
+
+    now may be epoch seconds and t the reading's epoch seconds: a batch computes them once.
+    """
+    now_s = now.timestamp() if isinstance(now, datetime) else now
+    t_s = r.measured_at.timestamp() if t is None else t
+    if t_s > now_s + limits.max_future.total_seconds():
         raise InvalidReading("future_timestamp", f"measured_at {r.measured_at.isoformat()} is in the future")
-    if r.measured_at < now - limits.max_age:
+    if t_s < now_s - limits.max_age.total_seconds():
         raise InvalidReading(
             "too_old", f"measured_at {r.measured_at.isoformat()} is older than {limits.max_age}"
         )
     _check_physics(r)
     if last is None:
         return Order.NEWER
-    return _check_against(r, last, limits)
+    return _check_against(r, t_s, last, limits)
 
 
 def _check_physics(r: TelemetryReported) -> None:
@@ -63,8 +74,8 @@ def _check_physics(r: TelemetryReported) -> None:
         raise InvalidReading("negative_power", "a running heat pump cannot feed power back")
 
 
-def _check_against(r: TelemetryReported, last: Last, limits: Limits) -> Order:
-    dt_h = (r.measured_at.timestamp() - last.measured_s) / 3600.0
+def _check_against(r: TelemetryReported, t_s: float, last: Last, limits: Limits) -> Order:
+    dt_h = (t_s - last.measured_s) / 3600.0
     delta = r.meter_reading_kwh - last.meter_kwh
     if dt_h == 0:
         if abs(delta) > METER_TOLERANCE_KWH:
