@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import ConsumerRecord
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
 from hybridpool_shared import topics
 from hybridpool_shared.fastbatch import BatchConsumer
@@ -30,6 +30,7 @@ from services.telemetry.domain.quarters import (
 )
 from services.telemetry.domain.state import Last, Timing, advance, last_of, state_json
 from services.telemetry.domain.validation import InvalidReading, Limits, Order, check_reading
+from services.telemetry.metrics import BatchHistogram
 from services.telemetry.settings import TelemetrySettings
 
 LOGGER = logging.getLogger(__name__)
@@ -116,11 +117,11 @@ class TelemetryPipeline:
         self.readings = Counter(
             "hybridpool_telemetry_readings_total", "Readings by outcome.", ["outcome"], registry=reg
         )
-        self.lag = Histogram(
+        self.lag = BatchHistogram(
             "hybridpool_telemetry_lag_seconds",
             "Reading timestamp to live state written in Redis.",
-            buckets=LAG_BUCKETS,
-            registry=reg,
+            LAG_BUCKETS,
+            reg,
         )
         self.quarters = Counter(
             "hybridpool_telemetry_quarters_total", "Quarter aggregates published.", ["quality"], registry=reg
@@ -191,9 +192,10 @@ class TelemetryPipeline:
                 last = advance(self.last.get(msg.site_id), msg, t)
                 self.last[msg.site_id] = last
                 newest[msg.site_id] = (msg, last)
-        closed = [
-            q for site_id in site_ids if site_id in self.agg.sites for q in self.agg.close_ready(site_id)
-        ]
+        closed: list[ClosedQuarter] = []
+        for site_id in site_ids:
+            if site_id in self.agg.sites:
+                self.agg.close_ready_into(site_id, closed)
         updates = self._quarter_updates(added)
         for refusal in refused:  # after the loop: no other task runs between the reads and the updates
             await self._park(*refusal)
@@ -241,8 +243,7 @@ class TelemetryPipeline:
         for quality, n in collections.Counter(q.quality.value for q in work.closed).items():
             self.quarters.labels(quality=quality).inc(n)
         written_s = time.time()
-        for measured_s in work.measured_s:
-            self.lag.observe(max(0.0, written_s - measured_s))
+        self.lag.observe_many([max(0.0, written_s - measured_s) for measured_s in work.measured_s])
         for outcome, n in work.counts.items():
             # late_for_quarter: valid, but arrived after its quarter was published (not folded in)
             self.readings.labels(outcome=outcome).inc(n)

@@ -139,6 +139,12 @@ class QuarterAggregator:
             self.sites[site_id] = _Site(open_from=floor_quarter_s(s.t), samples=[s])
             self.reshaped.add(site_id)
             return True
+        samples = site.samples
+        if samples and s.t > samples[-1].t and s.t >= site.open_from:  # the usual case: the newest
+            if s.meter_kwh < samples[-1].meter_kwh:
+                raise MeterOrderError(f"meter {s.meter_kwh} kWh out of order with its neighbours in time")
+            samples.append(s)
+            return True
         if site.anchor is not None and s.t <= site.anchor.t:
             self.late += s.t < site.anchor.t
             return False
@@ -157,14 +163,22 @@ class QuarterAggregator:
 
     def close_ready(self, site_id: str) -> list[ClosedQuarter]:
         """Return every quarter of a site that its readings have moved past by the grace time."""
+        out: list[ClosedQuarter] = []
+        self.close_ready_into(site_id, out)
+        return out
+
+    def close_ready_into(self, site_id: str, out: list[ClosedQuarter]) -> None:
+        """Append the quarters close_ready would return to out (no list per site on the hot path)."""
         site = self.sites[site_id]
-        out = self._revise(site_id, site) if site.pending and site.samples else []
-        latest = site.latest()
+        latest = site.samples[-1] if site.samples else site.anchor
+        due = latest is not None and latest.t >= site.open_from + QUARTER_S + self.grace_s
+        if not (due or (site.pending and site.samples)):
+            return
+        if site.pending and site.samples:
+            out += self._revise(site_id, site)
         while latest is not None and latest.t >= site.open_from + QUARTER_S + self.grace_s:
             out.append(self._close(site_id, site))
-        if out:
-            self.reshaped.add(site_id)
-        return out
+        self.reshaped.add(site_id)
 
     def close_idle(self, site_id: str, site_now_s: float) -> list[ClosedQuarter]:
         """Close the quarters of a silent site that ended grace_s before site_now_s (MISSING if unreached)."""
