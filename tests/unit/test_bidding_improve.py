@@ -135,3 +135,30 @@ def test_released_sites_leave_every_held_megawatt_guaranteed() -> None:
         for t in range(bid.first, bid.last):
             assert guaranteed(fleet, final.on, began, bid.area, t, True) >= bid.capacity_mw - 1e-9
             assert guaranteed(fleet, final.on, began, bid.area, t, False) >= bid.capacity_mw - 1e-9
+
+
+@pytest.mark.parametrize("case", ["all_locked_out", "half_offline"])
+def test_adversarial_fleets_pass_the_checker_after_the_per_site_replan(case: str) -> None:
+    """Re-planned (DP, release), adversarial fleets still pass every check at high reserve prices."""
+    from dataclasses import replace
+
+    from services.bidding.domain.synthetic import synthetic_sites
+    from tests.unit.test_bidding_checker import check
+
+    sites = [replace(s, area="DK2") for s in synthetic_sites(600, FIRST, 96, 3)]
+    if case == "all_locked_out":
+        sites = [replace(s, hp_on=False, restriction_quarters=4, lockout_quarters=4) for s in sites]
+    fleet = Fleet.from_sites(sites)
+    if case == "half_offline":
+        fleet = replace(fleet, online=np.arange(fleet.size) % 2 == 0)
+    market = synthetic_market(FIRST, 96)
+    market = replace(market, reserve_eur_per_mw_h={a: v * 6 for a, v in market.reserve_eur_per_mw_h.items()})
+    outcome = plan(fleet, market, Options(time_limit_s=10), case)
+    assert not outcome.fallback
+    assert outcome.extra["sites_replanned"] > 0
+    assert outcome.capacity_bids
+    assert check(fleet, market, outcome) == []
+    assert not outcome.capability.up_sites[~fleet.online].any()
+    assert not outcome.capability.down_sites[~fleet.online].any()
+    if case == "all_locked_out":
+        assert all(b.first >= 4 for b in outcome.capacity_bids)

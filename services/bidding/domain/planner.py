@@ -391,7 +391,8 @@ def max_symmetric_plan(fleet: Fleet, market: Market, options: Options) -> PlanOu
         area: np.full(market.quarters, SIZING_RESERVE_EUR_PER_MW_H) for area in market.reserve_eur_per_mw_h
     }
     tilted = replace(market, reserve_eur_per_mw_h=flat)
-    return plan(fleet, tilted, replace(options, price_energy_only=False), "sizing")
+    # no per-site re-plan: it saves energy but keeps only the capability bids rest on, never more
+    return plan(fleet, tilted, replace(options, price_energy_only=False, improve_sites=False), "sizing")
 
 
 def pool_sizing(fleet: Fleet, outcome: PlanOutcome, min_bid_mw: float = 0.3) -> PoolSizing:
