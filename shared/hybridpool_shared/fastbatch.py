@@ -24,6 +24,7 @@ from typing import Any, TypeAlias
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import CollectorRegistry, Histogram
+from pydantic import ValidationError
 
 from hybridpool_shared.errors import PermanentError
 from hybridpool_shared.messages import Message
@@ -237,6 +238,12 @@ class BatchConsumer:
             await finish
 
     async def _parse(self, records: list[Record]) -> list[tuple[Record, Message]]:
+        """Parse every record strictly; bad ones are parked with their reason and left out."""
+        validate = self.spec.model.__pydantic_validator__.validate_json
+        try:  # the usual case, all good: the model's validator without per-record wrappers
+            return [(record, validate(record.value)) for record in records]
+        except (ValidationError, TypeError):  # TypeError: a tombstone (None); sort them out one by one
+            pass
         parsed: list[tuple[Record, Message]] = []
         for record in records:
             try:

@@ -318,3 +318,20 @@ async def test_only_the_message_that_keeps_failing_is_parked(monkeypatch: pytest
     assert sorted(handled) == ["a", "b"]
     assert sorted(sink.parked) == [(1, "retries_exhausted"), (3, "validation")]
     assert commits.offsets == [4]
+
+
+async def test_a_batch_with_bad_records_parks_only_those_with_their_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def handler(items: list[tuple[TelemetryReported, Delivery]]) -> None:
+        return None
+
+    consumer, _, sink = _batch_consumer(handler, monkeypatch)
+    good = [_record(0, "a"), _record(2, "b")]
+    assert [m.site_id for _, m in await consumer._parse(good)] == ["a", "b"]  # the whole-batch path
+    loose = _reading(T0, 1.0).model_dump(mode="json") | {"sg_ready_state": "2"}  # strict: no coercion
+    unstrict = ConsumerRecord("sites.telemetry", 0, 1, 0, 0, b"x", orjson.dumps(loose), None, 1, 1, ())
+    tombstone = ConsumerRecord("sites.telemetry", 0, 3, 0, 0, b"x", None, None, 1, 0, ())
+    parsed = await consumer._parse([good[0], unstrict, good[1], tombstone])
+    assert [(r.offset, m.site_id) for r, m in parsed] == [(0, "a"), (2, "b")]
+    assert sink.parked == [(1, "validation"), (3, "tombstone")]

@@ -80,30 +80,21 @@ def _at(epoch_s: float | None) -> datetime | None:
 def state_document(r: TelemetryReported, last: Last, received: datetime, timing: Timing) -> dict[str, Any]:
     """Return the SiteLiveState document after reading r, with last = advance(prev, r).
 
-    Timestamps stay datetimes: orjson writes them as ISO 8601 far faster than isoformat() would.
+    The reading's validated fields are copied as they are (every one of them is a state field but the
+    schema version): a dict copy costs a fraction of naming twelve fields. Timestamps stay datetimes:
+    orjson writes them as ISO 8601 far faster than isoformat() would.
     """
+    doc = r.__dict__.copy()
+    del doc["schema_version"]
     run, rest = last.running_since_s, last.stopped_since_s
-    return {
-        "site_id": r.site_id,
-        "measured_at": r.measured_at,
-        "electric_power_kw": r.electric_power_kw,
-        "meter_reading_kwh": r.meter_reading_kwh,
-        "hp_running": r.hp_running,
-        "boiler_running": r.boiler_running,
-        "sg_ready_state": r.sg_ready_state,
-        "indoor_temp_c": r.indoor_temp_c,
-        "outdoor_temp_c": r.outdoor_temp_c,
-        "running_since": _at(run),
-        "stopped_since": _at(rest),
-        "lockout_ends_at": _at(rest + timing.lockout_s) if rest and not r.hp_running else None,
-        "min_run_ends_at": _at(run + timing.min_run_s) if run and r.hp_running else None,
-        "gateway_status": GatewayStatus.OK.value,
-        "updated_at": received,
-        "received_at": received,
-        "heat_power_kw": r.heat_power_kw,
-        "supply_temp_c": r.supply_temp_c,
-        "return_temp_c": r.return_temp_c,
-    }
+    doc["running_since"] = _at(run)
+    doc["stopped_since"] = _at(rest)
+    doc["lockout_ends_at"] = _at(rest + timing.lockout_s) if rest and not r.hp_running else None
+    doc["min_run_ends_at"] = _at(run + timing.min_run_s) if run and r.hp_running else None
+    doc["gateway_status"] = GatewayStatus.OK.value
+    doc["updated_at"] = received
+    doc["received_at"] = received
+    return doc
 
 
 def state_json(r: TelemetryReported, last: Last, received: datetime, timing: Timing) -> bytes:
