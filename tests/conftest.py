@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from hybridpool_cli.infra import create_topics, start_kafka, start_redis
 from hybridpool_shared.topics import all_topics
@@ -92,6 +93,14 @@ def infra(request: pytest.FixtureRequest) -> Infra:
         return private
     shared: Infra = request.getfixturevalue("shared_infra")
     return shared
+
+
+@pytest.fixture
+async def redis(infra: Infra) -> AsyncIterator[aioredis.Redis]:
+    """A client of the module's real Redis server."""
+    client = aioredis.from_url(infra.redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture(scope="module")

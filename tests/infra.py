@@ -94,6 +94,16 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+class ManualClock:
+    """A clock the test moves by hand: call it for the time (epoch seconds), set `at` to move it."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at
+
+
 @dataclass
 class RunningService:
     """A service process started by a test."""

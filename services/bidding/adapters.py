@@ -150,6 +150,11 @@ class Book:
             for ts in [k for k in prices if k < cut - 6 * 86400]:
                 del prices[ts]
 
+    def spot_quarters_between(self, area: str, lo: datetime, hi: datetime) -> int:
+        """Return how many quarters in [lo, hi) have a spot price."""
+        first, last = _ts(lo), _ts(hi)
+        return sum(1 for ts in self.spot.get(area, {}) if first <= ts < last)
+
     def spot_at(self, area: str, quarter: datetime) -> float | None:
         """Return the spot price of an area's quarter, if known."""
         return self.spot.get(area, {}).get(_ts(quarter))

@@ -82,7 +82,12 @@ class Planner:
     def options(self) -> Options:
         """Planner options from settings."""
         s = self.settings
-        return Options(time_limit_s=s.time_limit_s, relative_gap=s.relative_gap, z=s.z)
+        return Options(
+            time_limit_s=s.time_limit_s,
+            relative_gap=s.relative_gap,
+            z=s.z,
+            improve_budget_s=s.improve_budget_s,
+        )
 
     async def inputs(self, first: datetime, quarters: int) -> Assembled | None:
         """Gather master data, live state and reactions of the pooled sites, and assemble the inputs."""
@@ -243,6 +248,7 @@ def plan_summary(kind: str, assembled: Assembled, outcome: PlanOutcome) -> dict[
         "solve_s": round(outcome.solve_s, 3),
         "total_s": round(outcome.total_s, 3),
         "model_gap": outcome.model_gap,
+        "replanning": outcome.extra,
         "energy_cost_eur": round(outcome.energy_cost_eur, 2),
         "reserve_revenue_eur": round(outcome.reserve_revenue_eur, 2),
         "bid_price_eur_per_mw_h": outcome.bid_price_eur_per_mw_h,
@@ -387,6 +393,7 @@ def _routes(service: Service, planner: Planner) -> None:
 
     @api.get("/inputs", tags=["bidding"])
     async def inputs() -> dict[str, Any]:
+        now = floor_quarter(utc_now())
         masters = await planner.sites.all()
         states = await adapters.live_states(service.redis, list(masters))
         return {
@@ -394,6 +401,10 @@ def _routes(service: Service, planner: Planner) -> None:
             "excluded_sites": len(await planner.sites.excluded()),
             "live_states": len(states),
             "spot_quarters": {area: len(v) for area, v in planner.book.spot.items()},
+            "spot_quarters_next_48h": {
+                area: planner.book.spot_quarters_between(area, now, now + timedelta(hours=48))
+                for area in planner.book.spot
+            },
             "reserve_quarters": {f"{a}:{p}": len(v) for (a, p), v in planner.book.reserve.items()},
             "balance_sites": len(planner.book.balance),
         }

@@ -19,6 +19,9 @@ class BiddingSettings(ServiceSettings):
     startup_delay_s: float = Field(default=20.0, ge=0, description="Wait for inputs before the first plan.")
     intraday: bool = Field(default=True, description="Also re-plan the rest of today each hour.")
     time_limit_s: float = Field(default=20.0, gt=0, description="Solver time limit.")
+    improve_budget_s: float = Field(
+        default=60.0, ge=0, description="Time for re-planning each site on its own costs after the solve."
+    )
     relative_gap: float = Field(default=0.005, gt=0, lt=1)
     z: float = Field(default=2.326, ge=0, description="Margin: bid ≤ μ − z·σ of deliverable MW.")
     default_availability: float = Field(default=0.98, gt=0, le=1, description="Online site, no history.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -58,13 +57,6 @@ def _balance(site_id: str, start: datetime, eur: float, cop: float) -> BalancePr
     )
 
 
-@pytest.fixture
-async def redis(infra: Infra) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(infra.redis_url)
-    yield client
-    await client.aclose()
-
-
 async def test_a_new_book_restores_every_priced_quarter_and_keeps_newer_messages(
     redis: aioredis.Redis,
 ) -> None:
@@ -110,11 +102,11 @@ async def test_a_restarted_bidding_service_plans_with_the_prices_it_had(infra: I
                     infra.kafka_bootstrap, topics.PRICES_DAY_AHEAD.name, p.to_json_bytes(), p.kafka_key()
                 )
             before = await poll_json(
-                client, f"{first.url}/inputs", lambda b: b["spot_quarters"].get("DK1", 0) >= 24
+                client, f"{first.url}/inputs", lambda b: b["spot_quarters_next_48h"].get("DK1", 0) >= 24
             )
         with running("bidding", infra, env) as second:
             after = (await client.get(f"{second.url}/inputs")).json()
-    assert after["spot_quarters"]["DK1"] >= before["spot_quarters"]["DK1"]
+    assert after["spot_quarters_next_48h"]["DK1"] >= before["spot_quarters_next_48h"]["DK1"]
 
 
 def _profile(site_id: str, p90_s: float) -> ReactionProfile:

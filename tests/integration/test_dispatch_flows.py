@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -26,7 +25,7 @@ from hybridpool_shared.topics import TopicSpec
 from services.dispatch.dispatcher import Dispatcher
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.settings import DispatchSettings
-from tests.infra import Infra, unique
+from tests.infra import Infra, ManualClock, unique
 
 # Dispatch follows every activation on the topic and every site state in Redis: other tests' would interfere.
 pytestmark = [pytest.mark.integration, pytest.mark.private_infra]
@@ -41,22 +40,7 @@ class _Sink:
             self.commands.append(message)
 
 
-class _Clock:
-    def __init__(self, at: float) -> None:
-        self.at = at
-
-    def __call__(self) -> float:
-        return self.at
-
-
-@pytest.fixture
-async def redis(infra: Infra) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(infra.redis_url)
-    yield client
-    await client.aclose()
-
-
-def _dispatcher(infra: Infra, redis: aioredis.Redis, clock: _Clock) -> tuple[Dispatcher, _Sink, str]:
+def _dispatcher(infra: Infra, redis: aioredis.Redis, clock: ManualClock) -> tuple[Dispatcher, _Sink, str]:
     prefix = unique("fl")
     settings = DispatchSettings(kafka_bootstrap="unused:1", redis_url=infra.redis_url, key_prefix=prefix)
     sink = _Sink()
@@ -67,7 +51,7 @@ async def test_plan_blocks_gas_quarters_and_hands_back_after_the_lockout(
     infra: Infra, redis: aioredis.Redis
 ) -> None:
     q0 = floor_quarter(datetime.now(tz=UTC)) + timedelta(hours=1)
-    clock = _Clock(q0.timestamp() + 600)  # the plan arrives 10 min into a gas quarter
+    clock = ManualClock(q0.timestamp() + 600)  # the plan arrives 10 min into a gas quarter
     d, sink, prefix = _dispatcher(infra, redis, clock)
     site = f"{prefix}-v1"
     d.fleet.observe(site, clock.at - 10, 2.0, True)
@@ -99,7 +83,7 @@ async def test_an_excluded_site_is_handed_back_and_left_alone_until_included(
     infra: Infra, redis: aioredis.Redis
 ) -> None:
     q0 = floor_quarter(datetime.now(tz=UTC)) + timedelta(hours=1)
-    clock = _Clock(q0.timestamp() + 60)
+    clock = ManualClock(q0.timestamp() + 60)
     d, sink, prefix = _dispatcher(infra, redis, clock)
     site = f"{prefix}-v1"
     d.fleet.observe(site, clock.at - 10, 2.0, True)
@@ -133,7 +117,7 @@ async def test_an_excluded_site_is_handed_back_and_left_alone_until_included(
 
 async def test_fcr_n_follows_the_frequency(infra: Infra, redis: aioredis.Redis) -> None:
     now = datetime.now(tz=UTC)
-    clock = _Clock(now.timestamp())
+    clock = ManualClock(now.timestamp())
     d, sink, prefix = _dispatcher(infra, redis, clock)
     for i in range(40):
         site = f"{prefix}-v{i}"
@@ -168,7 +152,7 @@ async def test_plan_renews_a_long_block_but_never_beyond_two_hours(
     infra: Infra, redis: aioredis.Redis
 ) -> None:
     q0 = floor_quarter(datetime.now(tz=UTC)) + timedelta(hours=1)
-    clock = _Clock(q0.timestamp() + 1)
+    clock = ManualClock(q0.timestamp() + 1)
     d, sink, prefix = _dispatcher(infra, redis, clock)
     site = f"{prefix}-v1"
     d.fleet.observe(site, clock.at - 10, 2.0, True)

@@ -3,7 +3,6 @@ lost after claiming, and unit records still in the former layout. No unit is str
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,7 +22,7 @@ from services.dispatch.adapters import ClaimRequest, LatestCommand, SafetyStore
 from services.dispatch.dispatcher import Dispatcher
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.settings import DispatchSettings
-from tests.infra import Infra, unique
+from tests.infra import Infra, ManualClock, unique
 
 pytestmark = pytest.mark.integration
 MIN_MS = 60_000
@@ -48,21 +47,6 @@ class _FlakySink:
         self.commands.append(message)
 
 
-class _Clock:
-    def __init__(self, at: float) -> None:
-        self.at = at
-
-    def __call__(self) -> float:
-        return self.at
-
-
-@pytest.fixture
-async def redis(infra: Infra) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(infra.redis_url)
-    yield client
-    await client.aclose()
-
-
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Claims in chunks of 10: a burst of ~160 units is many chunks, as 10,000 units are at 2,000."""
@@ -70,7 +54,9 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dispatcher, "CLAIM_CHUNK", 10)
 
 
-def _worker(infra: Infra, redis: aioredis.Redis, prefix: str, clock: _Clock, sink: _FlakySink) -> Dispatcher:
+def _worker(
+    infra: Infra, redis: aioredis.Redis, prefix: str, clock: ManualClock, sink: _FlakySink
+) -> Dispatcher:
     settings = DispatchSettings(kafka_bootstrap="unused:1", redis_url=infra.redis_url, key_prefix=prefix)
     d = Dispatcher(settings, redis, sink, DispatchMetrics(CollectorRegistry()), clock=clock)
     for i in range(UNITS):
@@ -103,7 +89,7 @@ async def test_units_stranded_by_a_publishing_failure_mid_burst_get_their_comman
     infra: Infra, redis: aioredis.Redis, small_chunks: None
 ) -> None:
     prefix = unique("rc")
-    clock = _Clock(datetime.now(tz=UTC).timestamp())
+    clock = ManualClock(datetime.now(tz=UTC).timestamp())
     sink = _FlakySink(failing=range(40, 80))
     d = _worker(infra, redis, prefix, clock, sink)
     act = _activation(clock.at)
@@ -144,7 +130,7 @@ async def test_a_lost_workers_claims_are_resent_by_the_next_one_and_fresh_foreig
     infra: Infra, redis: aioredis.Redis, small_chunks: None
 ) -> None:
     prefix = unique("rc")
-    clock = _Clock(datetime.now(tz=UTC).timestamp())
+    clock = ManualClock(datetime.now(tz=UTC).timestamp())
     act = _activation(clock.at)
     lost = _worker(infra, redis, prefix, clock, _FlakySink(failing=range(10**6)))  # broker gone, then crash
     await lost.on_activation(act)
@@ -246,7 +232,7 @@ async def test_units_whose_commands_were_never_built_get_them_from_their_record(
     infra: Infra, redis: aioredis.Redis, small_chunks: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prefix = unique("rc")
-    clock = _Clock(datetime.now(tz=UTC).timestamp())
+    clock = ManualClock(datetime.now(tz=UTC).timestamp())
     sink = _FlakySink()
     d = _worker(infra, redis, prefix, clock, sink)
     chunks = 0

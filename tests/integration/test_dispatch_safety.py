@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,13 +19,6 @@ from tests.infra import Infra, unique
 
 pytestmark = pytest.mark.integration
 MIN = 60_000
-
-
-@pytest.fixture
-async def redis(infra: Infra) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(infra.redis_url)
-    yield client
-    await client.aclose()
 
 
 def _req(site: str, action: str, owner: str, free_ms: int = 0) -> ClaimRequest:

@@ -49,13 +49,6 @@ async def broker(infra: Infra) -> AsyncIterator[KafkaBroker]:
     await kafka.stop()
 
 
-@pytest.fixture
-async def redis(infra: Infra) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(infra.redis_url)
-    yield client
-    await client.aclose()
-
-
 class Rig:
     """One test's ingestor, client and metrics over the shared broker and Redis."""
 
