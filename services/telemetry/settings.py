@@ -37,3 +37,8 @@ class TelemetrySettings(ServiceSettings):
     fetch_max_wait_ms: int = Field(
         default=100, ge=0, le=5000, description="How long the broker may hold a fetch to fill a batch."
     )
+    gc_gen0_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description="Allocations between young-generation GC passes (Python's default 700; 0: unchanged).",
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import random
 from collections import deque
@@ -17,6 +18,7 @@ from hybridpool_shared.messages import AggregateQuality, QuarterAggregated, Tele
 from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.metrics import ServiceMetrics
 from hybridpool_shared.timeutil import local_day_bounds, quarters_in_local_day
+from services.telemetry.app import tune_gc
 from services.telemetry.domain.quarters import (
     ClosedQuarter,
     MeterOrderError,
@@ -335,3 +337,15 @@ async def test_a_batch_with_bad_records_parks_only_those_with_their_reason(
     parsed = await consumer._parse([good[0], unstrict, good[1], tombstone])
     assert [(r.offset, m.site_id) for r, m in parsed] == [(0, "a"), (2, "b")]
     assert sink.parked == [(1, "validation"), (3, "tombstone")]
+
+
+def test_tune_gc_raises_the_young_threshold_and_keeps_the_older_ones() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc(before[0] + 12_345)
+        assert gc.get_threshold() == (before[0] + 12_345, before[1], before[2])
+        tune_gc(0)  # 0 leaves the threshold alone
+        assert gc.get_threshold()[0] == before[0] + 12_345
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
