@@ -274,12 +274,14 @@ class TelemetryPipeline:
         unknown = [s for s in site_ids if s not in self.last]
         if not unknown:
             return
-        states, quarters = await self.store.load_with_quarters(unknown)
+        (states, quarters), timings = await asyncio.gather(  # two round trips at once
+            self.store.load_with_quarters(unknown), self.store.timings(unknown)
+        )
         for site_id, state in states.items():
             self.last[site_id] = last_of(state)
         for site_id, text in quarters.items():
             self.agg.restore(site_id, text)
-        for site_id, (run, rest) in (await self.store.timings(unknown)).items():
+        for site_id, (run, rest) in timings.items():
             self.timings[site_id] = Timing(timedelta(minutes=run), timedelta(minutes=rest))
 
     async def on_site(self, site: SiteMasterDataChanged, _: Delivery) -> None:
