@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from pydantic import TypeAdapter, ValidationError
 
 from hybridpool_shared import topics
+from hybridpool_shared.domain.market_rules import product_area
 from hybridpool_shared.domain.reaction import ActivationFacts, ActivationReport, activation_report
 from hybridpool_shared.messages import (
     BalancePriceComputed,
@@ -153,7 +154,8 @@ class Dispatcher:
         self.fleet = Fleet(settings.default_min_run_minutes * 60, settings.default_lockout_minutes * 60)
         self.loops: dict[str, ActivationLoop] = {}
         self.final: dict[str, ActivationReport] = {}
-        self.frequency_hz: float | None = None
+        self.frequency_hz: float | None = None  # the latest sample of any area
+        self.frequency_by_area: dict[str, float] = {}
         self.tracker = ReactionTracker(
             timedelta(seconds=settings.reaction_give_up_s),
             timedelta(seconds=settings.reaction_stable_window_s),
@@ -221,6 +223,7 @@ class Dispatcher:
             msg.start.timestamp(),
             msg.end.timestamp(),
             follow_frequency=follow,
+            area=msg.area or product_area(msg.product),
         )
         self.loops[msg.activation_id] = ActivationLoop(spec, self.loop_config())
         self.metrics.activations_active.set(len(self.loops))
@@ -229,6 +232,10 @@ class Dispatcher:
         )
         async with self.lock:
             await self._step_loop(self.loops[msg.activation_id], self.clock())
+
+    def _frequency_for(self, area: str | None) -> float | None:
+        """DK1 (Continental) and DK2 (Nordic) are different grids: an area's loop follows its own."""
+        return self.frequency_hz if area is None else self.frequency_by_area.get(area)
 
     def test_activation(
         self, product: str, direction: Direction, mw: float, duration_s: float
@@ -252,8 +259,9 @@ class Dispatcher:
         return site_id.startswith(self.settings.site_prefix)
 
     def on_frequency(self, msg: FrequencyMeasured) -> None:
-        """Remember the latest grid frequency (FCR targets follow it)."""
+        """Remember the latest grid frequency per area (FCR targets follow their own area's)."""
         self.frequency_hz = msg.frequency_hz
+        self.frequency_by_area[msg.area] = msg.frequency_hz
 
     def on_plan(self, msg: SitePlanComputed) -> None:
         """Keep a site's latest plan."""
@@ -267,7 +275,13 @@ class Dispatcher:
         if msg.deleted:
             self.fleet.remove(msg.site_id)
             return
-        self.fleet.set_master(msg.site_id, msg.hp_electric_power_kw, msg.min_run_minutes, msg.lockout_minutes)
+        self.fleet.set_master(
+            msg.site_id,
+            msg.hp_electric_power_kw,
+            msg.min_run_minutes,
+            msg.lockout_minutes,
+            msg.location.price_area,
+        )
 
     def on_membership(self, msg: SitePoolMembershipChanged) -> None:
         """Keep excluded sites out of activations; plan following hands back any block it holds."""
@@ -360,7 +374,7 @@ class Dispatcher:
         if paused:
             gc.disable()
         try:
-            actions = loop.step(now, self.fleet.units, self.frequency_hz)
+            actions = loop.step(now, self.fleet.units, self._frequency_for(loop.spec.area))
             await self._execute(loop, actions, now)
         finally:
             if paused:

@@ -152,6 +152,7 @@ def activation_for(bid: BidSubmitted, quarter: MfrrQuarter, now: datetime) -> Po
         start=bid.interval_start,
         end=bid.interval_end,
         requested_at=now,
+        area=bid.area,
     )
 
 

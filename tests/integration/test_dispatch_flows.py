@@ -148,6 +148,40 @@ async def test_fcr_n_follows_the_frequency(infra: Infra, redis: aioredis.Redis) 
     assert 31 <= len(blocked) <= 33  # full 60 kW
 
 
+async def test_fcr_n_follows_dk2s_own_frequency_with_dk2s_units(infra: Infra, redis: aioredis.Redis) -> None:
+    """DK1 (Continental) and DK2 (Nordic) are different grids and zones: DK2's FCR-N ignores DK1's dip."""
+    now = datetime.now(tz=UTC)
+    clock = ManualClock(now.timestamp())
+    d, sink, prefix = _dispatcher(infra, redis, clock)
+    for i in range(40):
+        site = f"{prefix}-v{i}"
+        d.fleet.set_master(site, 2.0, 15, 15, "DK1" if i % 2 else "DK2")
+        d.fleet.observe(site, clock.at - 5, 2.0, True)
+        d.fleet.unit(site).running_since_s = clock.at - 3600
+    d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=50.0))
+    await d.on_activation(
+        PoolActivated(
+            activation_id=unique("fcr"),
+            product=ReserveProduct.FCR_N,
+            direction=Direction.UP,
+            power_mw=0.03,
+            start=now,
+            end=now + timedelta(hours=1),
+            requested_at=now,
+        )
+    )
+    d.on_frequency(FrequencyMeasured(area="DK1", measured_at=now, frequency_hz=49.80))
+    clock.at += 1
+    await d.tick()
+    assert sink.commands == []  # DK2 is still at 50.00 Hz
+    d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=49.80))
+    clock.at += 1
+    await d.tick()
+    blocked = {c.site_id for c in sink.commands if c.sg_ready_state is SgReadyState.BLOCK}
+    assert 15 <= len(blocked) <= 17  # the full 30 kW from 2 kW units
+    assert all(d.fleet.unit(s).area == "DK2" for s in blocked)
+
+
 async def test_plan_renews_a_long_block_but_never_beyond_two_hours(
     infra: Infra, redis: aioredis.Redis
 ) -> None:

@@ -68,6 +68,19 @@ def test_units_an_operator_excluded_are_never_chosen() -> None:
     assert choose_units(fleet.units.values(), Direction.UP, 1.0, NOW).picks[0].site_id == "cheap"
 
 
+def test_an_area_activation_uses_no_unit_known_to_be_in_another_zone() -> None:
+    fleet = Fleet()
+    for site, area in (("dk1", "DK1"), ("dk2", "DK2"), ("unknown", None)):
+        fleet.observe(site, NOW - 3600, 2.0, True)
+        fleet.observe(site, NOW, 2.0, True)
+        if area:
+            fleet.set_master(site, 2.0, 15, 15, area)
+    sel = choose_units(fleet.units.values(), Direction.UP, 10.0, NOW, spare_share=0.0, area="DK2")
+    assert sorted(p.site_id for p in sel.picks) == ["dk2", "unknown"]
+    anywhere = choose_units(fleet.units.values(), Direction.UP, 10.0, NOW, spare_share=0.0)
+    assert len(anywhere.picks) == 3
+
+
 def test_offline_units_are_not_used() -> None:
     stale = _unit("s", True, 2.0)
     stale.measured_s = NOW - 3600

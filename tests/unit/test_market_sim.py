@@ -74,6 +74,7 @@ def test_activation_follows_the_market_volume() -> None:
     assert up is not None
     assert up.power_mw == 0.7
     assert up.direction is Direction.UP
+    assert up.area == _energy(Direction.UP, 100.0).area  # delivered by the bid's own zone
     assert domain.activation_for(_energy(Direction.DOWN, 100.0), quarter, NOW) is None
     assert domain.activation_revenue_eur(up, 120.0) == pytest.approx(0.7 * 0.25 * 120.0, abs=0.01)
 

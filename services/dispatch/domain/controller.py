@@ -229,6 +229,7 @@ class ActivationLoop:
             now_s,
             exclude=self.assignments,
             spare_share=self.config.spare_share,
+            area=self.spec.area,
         )
         if sel.shortfall_kw(need) > 0.02 * target and not self.shortfall_reason:
             self.shortfall_reason = (

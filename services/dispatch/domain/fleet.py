@@ -32,6 +32,7 @@ class Unit:
     on_power_kw: float = 0.0  # highest power seen running: what switching on adds, without master data
     rated_known: bool = False
     in_pool: bool = True  # False: an operator excluded the site; it gets no command from dispatch
+    area: str | None = None  # bidding zone from master data; None until known
 
     def free_from_s(self) -> float:
         """Return when the unit may next change state: end of its lock-out (idle) or min run (running)."""
@@ -96,11 +97,14 @@ class Fleet:
         if hp_running and power_kw > 0.1:
             u.on_power_kw = max(u.on_power_kw, power_kw)
 
-    def set_master(self, site_id: str, rated_kw: float, min_run_min: int, lockout_min: int) -> None:
-        """Apply a site's master data (HP-Hub 104/105)."""
+    def set_master(
+        self, site_id: str, rated_kw: float, min_run_min: int, lockout_min: int, area: str | None = None
+    ) -> None:
+        """Apply a site's master data (HP-Hub 104/105 and its bidding zone)."""
         u = self.unit(site_id)
         u.rated_kw, u.min_run_s, u.lockout_s = rated_kw, min_run_min * 60.0, lockout_min * 60.0
         u.rated_known = True
+        u.area = area
 
     def set_price(self, site_id: str, balance_price_eur_per_mwh: float) -> None:
         """Apply a site's current balance price."""

@@ -62,6 +62,7 @@ class ActivationSpec:
     start_s: float
     end_s: float
     follow_frequency: bool = False
+    area: str | None = None  # the bidding zone that must deliver (None: any unit)
 
     def target_kw(self, now_s: float, frequency_hz: float | None) -> float:
         """Return the change wanted now (kW, positive in the activation's direction)."""

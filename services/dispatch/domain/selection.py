@@ -51,13 +51,23 @@ def choose_units(
     *,
     exclude: Mapping[str, object] | frozenset[str] = frozenset(),
     spare_share: float = 0.1,
+    area: str | None = None,
 ) -> Selection:
-    """Pick the cheapest eligible units until need_kw is covered, keeping spare_share of capacity back."""
+    """Pick the cheapest eligible units until need_kw is covered, keeping spare_share of capacity back.
+
+    With an area, units known to be in another bidding zone do not count: power moved there is not
+    delivered. A unit without master data (zone unknown) still counts; the registry is the authority.
+    """
     up = direction is Direction.UP  # once: this runs over every unit of the pool while an activation waits
     candidates: list[tuple[tuple[float, str], float]] = []  # (cost, kw)
     blocked = offline = 0
     for u in units:
-        if u.site_id in exclude or u.slow or not u.in_pool:
+        if (
+            u.site_id in exclude
+            or u.slow
+            or not u.in_pool
+            or (area is not None and u.area not in (None, area))
+        ):
             continue
         if not u.online(now_s):
             offline += 1

@@ -39,6 +39,12 @@ PRODUCT_RULES: dict[ReserveProduct, ProductRules] = {
 }
 
 
+def product_area(product: ReserveProduct) -> str | None:
+    """The one bidding zone a product is bought in (FCR: DK1; FCR-N/FCR-D: DK2), or None for both."""
+    areas = PRODUCT_RULES[product].areas
+    return next(iter(areas)) if len(areas) == 1 else None
+
+
 def market_min_mw(product: ReserveProduct) -> float:
     """Return the smallest bid the market accepts for a product."""
     return PRODUCT_RULES[product].min_mw

@@ -126,6 +126,9 @@ class PoolActivated(Message):
     start: UtcDatetime
     end: UtcDatetime
     requested_at: UtcDatetime
+    area: PriceArea | None = Field(
+        default=None, description="The bidding zone whose units must deliver (None: the product's own zone)."
+    )
 
     def kafka_key(self) -> bytes:
         """Key by activation."""
