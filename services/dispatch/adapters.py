@@ -23,7 +23,7 @@ from hybridpool_shared.domain.reaction import (
     build_profile,
     profile_key,
 )
-from hybridpool_shared.messages import SwitchHeatPump
+from hybridpool_shared.messages import BidCleared, BidSubmitted, SwitchHeatPump
 from hybridpool_shared.topics import DISPATCH_COMMANDS
 
 LOG_CHUNK = 500
@@ -461,3 +461,40 @@ class ReportStore:
         """Return a stored report."""
         raw = await self.redis.get(f"{self.prefix}:activation:{activation_id}:report")
         return ActivationReport.model_validate_json(raw) if raw else None
+
+
+HOLD_TTL_S = 3 * 86400  # a day-ahead bid's period ends within two days of its auction
+
+
+class HoldStore:
+    """Frequency-reserve bids and their acceptance, so an accepted one is followed even after a restart."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    def _bid_key(self, bid_id: str) -> str:
+        return f"{self.prefix}:hold:bid:{bid_id}"
+
+    def _accepted_key(self, bid_id: str) -> str:
+        return f"{self.prefix}:hold:accepted:{bid_id}"
+
+    async def remember_bid(self, bid: BidSubmitted) -> None:
+        """Keep a frequency-reserve bid until its acceptance is known."""
+        await self.redis.set(self._bid_key(bid.bid_id), bid.to_json_bytes(), ex=HOLD_TTL_S)
+
+    async def remember_acceptance(self, result: BidCleared) -> None:
+        """Keep the accepted MW of a bid (results may arrive before the bid itself)."""
+        await self.redis.set(self._accepted_key(result.bid_id), repr(result.accepted_mw), ex=HOLD_TTL_S)
+
+    async def accepted(self, bid_id: str) -> tuple[BidSubmitted, float] | None:
+        """Return the bid and its accepted MW once both are known."""
+        bid, mw = await self.redis.mget(self._bid_key(bid_id), self._accepted_key(bid_id))
+        if bid is None or mw is None:
+            return None
+        return BidSubmitted.from_json_bytes(bid), float(mw)
+
+    async def accepted_bid_ids(self) -> list[str]:
+        """Return every bid id with a known acceptance (to resume holds at start)."""
+        marker = f"{self.prefix}:hold:accepted:"
+        return [_text(k)[len(marker) :] async for k in self.redis.scan_iter(match=marker + "*", count=500)]

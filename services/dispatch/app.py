@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from hybridpool_shared import topics
 from hybridpool_shared.messages import (
     BalancePriceComputed,
+    BidCleared,
+    BidSubmitted,
     CommandAcknowledged,
     Direction,
     FrequencyMeasured,
@@ -58,6 +60,8 @@ def build(settings: DispatchSettings) -> Service:
             topics.SITES_REGISTRY,
             topics.POOL_MEMBERSHIP,
             topics.SITES_BALANCE_PRICE,
+            topics.MARKET_BIDS,
+            topics.MARKET_RESULTS,
         ),
         produces=(topics.DISPATCH_COMMANDS, topics.DISPATCH_REACTIONS),
     )
@@ -75,6 +79,7 @@ def build(settings: DispatchSettings) -> Service:
         await commands_out.start()
         n = await dispatcher.load_live_state()
         LOGGER.info("fleet seeded from %d live site states", n)
+        LOGGER.info("resumed %d accepted frequency-reserve holds", await dispatcher.resume_holds())
 
     async def closed_loop() -> None:
         try:
@@ -121,7 +126,15 @@ def _subscribe(service: Service, d: Dispatcher) -> None:
         for msg, _ in batch:
             d.on_price(msg)
 
+    async def bid(msg: BidSubmitted, _: Delivery) -> None:
+        await d.on_bid(msg)
+
+    async def result(msg: BidCleared, _: Delivery) -> None:
+        await d.on_result(msg)
+
     service.consumer.subscribe(topics.MARKET_ACTIVATIONS, activation)
+    service.consumer.subscribe(topics.MARKET_BIDS, bid)
+    service.consumer.subscribe(topics.MARKET_RESULTS, result)
     service.consumer.subscribe(topics.GRID_FREQUENCY, frequency)
     service.consumer.subscribe_batch(topics.POOL_PLAN, plan)
     service.consumer.subscribe_batch(topics.SITES_TELEMETRY, telemetry, max_records=2000)

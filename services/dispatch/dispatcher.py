@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import itertools
 import logging
 import secrets
@@ -22,6 +23,8 @@ from hybridpool_shared.domain.market_rules import product_area
 from hybridpool_shared.domain.reaction import ActivationFacts, ActivationReport, activation_report
 from hybridpool_shared.messages import (
     BalancePriceComputed,
+    BidCleared,
+    BidSubmitted,
     CommandAcknowledged,
     Direction,
     FrequencyMeasured,
@@ -45,6 +48,7 @@ from services.dispatch.adapters import (
     ClaimResult,
     CommandLog,
     CommandPublisher,
+    HoldStore,
     LatestCommand,
     ProfileStore,
     ReportStore,
@@ -151,6 +155,7 @@ class Dispatcher:
         self.log = CommandLog(redis, prefix, settings.log_max_len)
         self.profiles = ProfileStore(redis, prefix)
         self.reports = ReportStore(redis, prefix)
+        self.holds = HoldStore(redis, prefix)
         self.fleet = Fleet(settings.default_min_run_minutes * 60, settings.default_lockout_minutes * 60)
         self.loops: dict[str, ActivationLoop] = {}
         self.final: dict[str, ActivationReport] = {}
@@ -232,6 +237,51 @@ class Dispatcher:
         )
         async with self.lock:
             await self._step_loop(self.loops[msg.activation_id], self.clock())
+
+    async def on_bid(self, msg: BidSubmitted) -> None:
+        """Remember a frequency-reserve bid: once accepted, holding it means following the frequency."""
+        if msg.product in FREQUENCY_PRODUCTS:
+            await self.holds.remember_bid(msg)
+            await self._hold_if_accepted(msg.bid_id)
+
+    async def on_result(self, msg: BidCleared) -> None:
+        """An accepted frequency-reserve bid starts its hold (results may come before their bid)."""
+        if msg.accepted and msg.accepted_mw > 0:
+            await self.holds.remember_acceptance(msg)
+            await self._hold_if_accepted(msg.bid_id)
+
+    async def resume_holds(self) -> int:
+        """At start: follow again every accepted bid whose period has not ended; return how many."""
+        resumed = 0
+        for bid_id in await self.holds.accepted_bid_ids():
+            resumed += await self._hold_if_accepted(bid_id)
+        return resumed
+
+    async def _hold_if_accepted(self, bid_id: str) -> int:
+        """No TSO message activates FCR: the provider follows its own frequency for the accepted MW."""
+        found = await self.holds.accepted(bid_id)
+        if found is None:
+            return 0
+        bid, accepted_mw = found
+        if bid.interval_end.timestamp() <= self.clock():
+            return 0
+        for direction in hold_directions(bid.direction):
+            digest = hashlib.sha256(bid_id.encode()).hexdigest()[:24]
+            await self.on_activation(
+                PoolActivated(
+                    activation_id=f"hold-{direction.value}-{digest}",
+                    bid_id=bid_id,
+                    product=bid.product,
+                    direction=direction,
+                    power_mw=accepted_mw,
+                    start=bid.interval_start,
+                    end=bid.interval_end,
+                    requested_at=_dt(self.clock()),
+                    area=bid.area,
+                ),
+                follow_frequency=True,
+            )
+        return 1
 
     def _frequency_for(self, area: str | None) -> float | None:
         """DK1 (Continental) and DK2 (Nordic) are different grids: an area's loop follows its own."""
@@ -908,6 +958,11 @@ class Dispatcher:
             if aid not in self.loops:
                 out.append({"activation_id": aid, "state": "finished", "verdict": rep.verdict})
         return out
+
+
+def hold_directions(direction: Direction) -> tuple[Direction, ...]:
+    """A symmetric bid holds both ways (two loops, each following its side of the band)."""
+    return (Direction.UP, Direction.DOWN) if direction is Direction.SYMMETRIC else (direction,)
 
 
 def _log_entries(event: str, msgs: Sequence[SwitchHeatPump], now: float) -> list[dict[str, Any]]:

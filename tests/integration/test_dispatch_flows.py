@@ -10,6 +10,8 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from hybridpool_shared.messages import (
+    BidCleared,
+    BidSubmitted,
     Direction,
     FrequencyMeasured,
     Message,
@@ -40,8 +42,10 @@ class _Sink:
             self.commands.append(message)
 
 
-def _dispatcher(infra: Infra, redis: aioredis.Redis, clock: ManualClock) -> tuple[Dispatcher, _Sink, str]:
-    prefix = unique("fl")
+def _dispatcher(
+    infra: Infra, redis: aioredis.Redis, clock: ManualClock, prefix: str | None = None
+) -> tuple[Dispatcher, _Sink, str]:
+    prefix = prefix or unique("fl")
     settings = DispatchSettings(kafka_bootstrap="unused:1", redis_url=infra.redis_url, key_prefix=prefix)
     sink = _Sink()
     return Dispatcher(settings, redis, sink, DispatchMetrics(CollectorRegistry()), clock=clock), sink, prefix
@@ -215,3 +219,56 @@ async def test_plan_renews_a_long_block_but_never_beyond_two_hours(
     assert all(c.valid_until <= first.issued_at + timedelta(hours=2) for c in blocks)
     assert handed_back[0].reason == "plan gas (2 h block limit)"
     assert handed_back[0].issued_at < first.issued_at + timedelta(hours=2)
+
+
+async def test_an_accepted_fcr_n_bid_is_held_by_following_the_frequency_and_survives_a_restart(
+    infra: Infra, redis: aioredis.Redis
+) -> None:
+    """No TSO message activates FCR: accepting the bid obliges the pool to follow DK2's frequency."""
+    now = datetime.now(tz=UTC)
+    clock = ManualClock(now.timestamp())
+    d, sink, prefix = _dispatcher(infra, redis, clock)
+    for i in range(60):
+        site = f"{prefix}-v{i}"
+        d.fleet.set_master(site, 2.0, 15, 15, "DK2")
+        d.fleet.observe(site, clock.at - 5, 2.0, True)
+        d.fleet.unit(site).running_since_s = clock.at - 3600
+    hour = floor_quarter(now)
+
+    def bid(bid_id: str) -> BidSubmitted:
+        return BidSubmitted(
+            bid_id=bid_id,
+            area="DK2",
+            product=ReserveProduct.FCR_N,
+            direction=Direction.SYMMETRIC,
+            capacity_mw=0.1,
+            price_eur_per_mw_per_h=5.0,
+            interval_start=hour,
+            interval_end=hour + timedelta(hours=1),
+            interval_minutes=60,
+            submitted_at=now,
+        )
+
+    def result(bid_id: str, accepted: bool) -> BidCleared:
+        return BidCleared(
+            bid_id=bid_id, accepted=accepted, accepted_mw=0.1 if accepted else 0.0, cleared_at=now
+        )
+
+    rejected, accepted = unique("bid-no"), unique("bid-yes")
+    await d.on_bid(bid(rejected))
+    await d.on_result(result(rejected, False))
+    await d.on_result(result(accepted, True))  # the result may arrive before its bid
+    assert d.loops == {}
+    await d.on_bid(bid(accepted))
+    assert sorted(loop.spec.direction for loop in d.loops.values()) == [Direction.DOWN, Direction.UP]
+    assert {loop.spec.area for loop in d.loops.values()} == {"DK2"}
+
+    d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=49.80))
+    clock.at += 1
+    await d.tick()
+    blocked = [c for c in sink.commands if c.sg_ready_state is SgReadyState.BLOCK]
+    assert 50 <= len(blocked) <= 54  # the full 100 kW (+5 % margin) from 2 kW units
+
+    restarted, _, _ = _dispatcher(infra, redis, clock, prefix)
+    assert await restarted.resume_holds() == 1
+    assert len(restarted.loops) == 2
