@@ -261,22 +261,25 @@ class SiteStore:
         profile["commands"] = [*profile["commands"][-49:], reaction.command_id]
         await self.redis.hset(REACTIONS_KEY, reaction.site_id, json.dumps(profile))
 
-    async def responses(self, areas: dict[str, str], assumed: dict[str, float]) -> dict[str, float]:
+    async def responses(
+        self, areas: dict[str, str], assumed: dict[str, float], product: ReserveProduct | None = None
+    ) -> dict[str, float]:
         """Return each site's deliverable share for the reserve product of its area.
 
         Dispatch's reaction profile (`dispatch:reaction_profile:<site>`) is judged against that
         product's full-activation time; without one, the EWMA this service keeps from
         `dispatch.reactions` (FCR-N's 150 s only); without either, the share assumed for the product.
+        A product given judges every site against that product instead (FCR-D: 30 s).
         """
         raw = await self.redis.hgetall(REACTIONS_KEY)
         ewma = {_text(k): float(json.loads(v)["response"]) for k, v in raw.items()}
         result: dict[str, float] = {}
-        for site_id, area in areas.items():
-            product = area_product(area)
-            if site_id in ewma and product is ReserveProduct.FCR_N:
+        judged = {site_id: product or area_product(area) for site_id, area in areas.items()}
+        for site_id, against in judged.items():
+            if site_id in ewma and against is ReserveProduct.FCR_N:
                 result[site_id] = ewma[site_id]
             else:
-                result[site_id] = assumed[product.value]
+                result[site_id] = assumed[against.value]
         site_ids = sorted(areas)
         for start in range(0, len(site_ids), 500):
             chunk = site_ids[start : start + 500]
@@ -290,7 +293,7 @@ class SiteStore:
                     except ValueError:
                         continue
                     if profile.samples > 0:
-                        deadline_s = full_activation_s(area_product(areas[site_id]))
+                        deadline_s = full_activation_s(judged[site_id])
                         result[site_id] = profile_response(profile, deadline_s)
         return result
 

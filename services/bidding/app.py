@@ -97,8 +97,11 @@ class Planner:
         states = {i: s for i, s in live.items() if i not in excluded}
         areas = {i: m.location.price_area for i, m in masters.items()}
         areas |= {i: DEFAULT_AREA for i in states if i not in areas}
-        responses = await self.sites.responses(areas, self.settings.assumed_response())
-        return assemble(masters, states, responses, self.book, self.settings, first, quarters)
+        assumed = self.settings.assumed_response()
+        responses = await self.sites.responses(areas, assumed)
+        in_dk2 = {i: a for i, a in areas.items() if a == "DK2"}
+        fast = await self.sites.responses(in_dk2, assumed, ReserveProduct.FCR_D_UP)
+        return assemble(masters, states, responses, self.book, self.settings, first, quarters, fast)
 
     async def run(self, kind: str, now: datetime, trigger: str | None = None) -> dict[str, Any] | None:
         """Plan (once per trigger) and publish; return the summary, or None if there are no sites."""
@@ -201,7 +204,7 @@ def bid_messages(kind: str, assembled: Assembled, outcome: PlanOutcome, now: dat
                     plan_id=outcome.plan_id,
                     area=c.area,
                     product=ReserveProduct(c.product),
-                    direction=Direction.SYMMETRIC,
+                    direction=Direction(c.direction),
                     capacity_mw=c.capacity_mw,
                     price_eur_per_mw_per_h=c.price_eur_per_mw_h,
                     interval_start=start,
@@ -266,7 +269,7 @@ def plan_summary(kind: str, assembled: Assembled, outcome: PlanOutcome) -> dict[
 def periods_without_bid(assembled: Assembled, outcome: PlanOutcome) -> list[dict[str, Any]]:
     """Each product period without a capacity bid, with its guaranteed symmetric MW and why."""
     market = assembled.market
-    bid = {(b.area, b.first) for b in outcome.capacity_bids}
+    bid = {(b.area, b.product, b.first) for b in outcome.capacity_bids}
     fleet = assembled.fleet
     rows = []
     for area in sorted(outcome.capability.up_mw):
@@ -274,7 +277,7 @@ def periods_without_bid(assembled: Assembled, outcome: PlanOutcome) -> list[dict
         fast_enough = int(((fleet.response > 0) & in_area & fleet.online).sum())
         both = np.minimum(outcome.capability.up_mw[area], outcome.capability.down_mw[area])
         for period in periods(market, area):
-            if (area, period.first) in bid:
+            if (area, period.product.product, period.first) in bid:
                 continue
             mw = float(both[period.first : period.last].min())
             price = float(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -15,7 +15,7 @@ from hybridpool_shared.sitestate import GatewayStatus, SiteLiveState
 from hybridpool_shared.timeutil import COPENHAGEN, require_utc
 from services.bidding.adapters import Book
 from services.bidding.domain.heat import demand_el_kw, outdoor_forecast_c, storage_el_kwh, storage_fill_kwh
-from services.bidding.domain.inputs import Fleet, Market, ProductRule, SiteInput, quarter_starts
+from services.bidding.domain.inputs import Fleet, FloatArray, Market, ProductRule, SiteInput, quarter_starts
 from services.bidding.domain.synthetic import synthetic_spot
 from services.bidding.settings import BiddingSettings
 
@@ -120,8 +120,12 @@ def assemble(
     settings: BiddingSettings,
     first: datetime,
     quarters: int,
+    fcr_d_responses: dict[str, float] | None = None,
 ) -> Assembled | None:
-    """Build fleet and market; sites with only a live state get default master data. None: no sites."""
+    """Build fleet and market; sites with only a live state get default master data. None: no sites.
+
+    responses judge each site against its area's FCR product; fcr_d_responses against FCR-D's 30 s.
+    """
     first = require_utc(first)
     sources = {"sites": "registry" if masters else "live_state_defaults"}
     everyone = dict(masters)
@@ -129,8 +133,12 @@ def assemble(
         everyone.setdefault(site_id, default_master(state, first))
     if not everyone:
         return None
+    fast = fcr_d_responses or {}
     sites = [
-        site_input(m, states.get(sid), first, quarters, book, settings, responses.get(sid, 1.0))
+        replace(
+            site_input(m, states.get(sid), first, quarters, book, settings, responses.get(sid, 1.0)),
+            response_fcr_d=fast.get(sid, 0.0),
+        )
         for sid, m in sorted(everyone.items())
     ]
     market = _market(sorted({s.area for s in sites}), book, settings, first, quarters, sources)
@@ -169,4 +177,17 @@ def _market(
         sources[f"reserve:{area}"] = (
             "auctions" if all(v is not None for v in forecast) else "partly_synthetic"
         )
-    return Market(first, quarters, spot, reserve, products, settings.min_bid_mfrr_mw)
+    fcr_d = _fcr_d_prices(book, starts) if "DK2" in areas else {}
+    return Market(
+        first, quarters, spot, reserve, products, settings.min_bid_mfrr_mw, fcr_d, settings.min_bid_fcr_d_mw
+    )
+
+
+def _fcr_d_prices(book: Book, starts: list[datetime]) -> dict[str, FloatArray]:
+    """DK2's FCR-D up and down price forecasts, only where every quarter has one (no synthetic FCR-D)."""
+    prices = {}
+    for product in ("fcr_d_up", "fcr_d_down"):
+        forecast = [book.reserve_forecast("DK2", product, q) for q in starts]
+        if all(v is not None for v in forecast):
+            prices[product] = np.array(forecast, dtype=np.float64)
+    return prices

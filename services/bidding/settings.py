@@ -33,6 +33,9 @@ class BiddingSettings(ServiceSettings):
         default=1.0, gt=0, description="Smallest FCR bid in DK1 (market: 1 MW)."
     )
     min_bid_mfrr_mw: float = Field(default=1.0, gt=0, description="Smallest mFRR energy bid (market: 1 MW).")
+    min_bid_fcr_d_mw: float = Field(
+        default=0.3, gt=0, description="Smallest FCR-D up or down bid in DK2 (the pool's 0.3; market 0.1)."
+    )
     assumed_response_fcr_n: float = Field(
         default=1.0, ge=0, le=1, description="Deliverable share of a site not yet measured, FCR-N (150 s)."
     )
@@ -42,12 +45,16 @@ class BiddingSettings(ServiceSettings):
         le=1,
         description="Same for FCR in DK1, full within 30 s; the seed measured ≈ 2 min to switch a HP off.",
     )
+    assumed_response_fcr_d: float = Field(
+        default=0.0, ge=0, le=1, description="Same for FCR-D in DK2 (50 % in 5 s, 100 % in 30 s)."
+    )
 
     def assumed_response(self) -> dict[str, float]:
         """The assumed deliverable share of an unmeasured site, by product."""
         return {
             ReserveProduct.FCR_N.value: self.assumed_response_fcr_n,
             ReserveProduct.FCR_DK1.value: self.assumed_response_fcr_dk1,
+            ReserveProduct.FCR_D_UP.value: self.assumed_response_fcr_d,
         }
 
     @model_validator(mode="after")
@@ -56,6 +63,7 @@ class BiddingSettings(ServiceSettings):
             (ReserveProduct.FCR_N, self.min_bid_fcr_n_mw),
             (ReserveProduct.FCR_DK1, self.min_bid_fcr_dk1_mw),
             (ReserveProduct.MFRR_ENERGY, self.min_bid_mfrr_mw),
+            (ReserveProduct.FCR_D_UP, self.min_bid_fcr_d_mw),
         ):
             if mw < market_min_mw(product):
                 raise ValueError(

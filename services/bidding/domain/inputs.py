@@ -35,6 +35,7 @@ class SiteInput:
     online: bool = True
     response: float = 1.0
     availability: float = 0.98
+    response_fcr_d: float = 0.0  # deliverable share within FCR-D's 30 s (0: not measured fast enough)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Fleet:
     balance: FloatArray
     storage_kwh: FloatArray
     storage0_kwh: FloatArray
+    response_fcr_d: FloatArray | None = None  # None: no site qualifies for FCR-D
 
     @property
     def size(self) -> int:
@@ -91,6 +93,7 @@ class Fleet:
             balance=np.array([s.balance_eur_per_mwh for s in sites], dtype=np.float64),
             storage_kwh=np.array([s.storage_kwh for s in sites], dtype=np.float64),
             storage0_kwh=np.array([s.storage0_kwh for s in sites], dtype=np.float64),
+            response_fcr_d=np.array([s.response_fcr_d for s in sites], dtype=np.float64),
         )
 
 
@@ -120,6 +123,8 @@ class Market:
     reserve_eur_per_mw_h: dict[str, FloatArray]
     products: dict[str, ProductRule] = field(default_factory=lambda: dict(DEFAULT_PRODUCTS))
     mfrr_min_mw: float = 1.0
+    fcr_d_eur_per_mw_h: dict[str, FloatArray] = field(default_factory=dict)  # DK2's fcr_d_up / fcr_d_down
+    fcr_d_min_mw: float = 0.3
 
     def quarter_start(self, index: int) -> datetime:
         """Return the UTC start of quarter number index."""

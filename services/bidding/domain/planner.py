@@ -18,6 +18,7 @@ from services.bidding.domain.bids import (
     capability,
     capacity_bids,
     energy_bids,
+    fcr_d_bids,
     reserved_mw,
 )
 from services.bidding.domain.clusters import Clusters, build_clusters
@@ -85,7 +86,8 @@ def revenue_eur(bids: list[CapacityBid], market: Market) -> float:
     """Return the capacity revenue of bids at the forecast price (all accepted)."""
     total = 0.0
     for bid in bids:
-        price = float(np.mean(market.reserve_eur_per_mw_h[bid.area][bid.first : bid.last]))
+        prices = market.fcr_d_eur_per_mw_h.get(bid.product, market.reserve_eur_per_mw_h[bid.area])
+        price = float(np.mean(prices[bid.first : bid.last]))
         total += price * bid.capacity_mw * (bid.last - bid.first) / 4.0
     return total
 
@@ -137,6 +139,7 @@ def plan(fleet: Fleet, market: Market, options: Options, plan_id: str) -> PlanOu
         sim, cap, cbids, extra = _improved(fleet, market, options, spot, sim, cap, cbids, price)
     if options.improve_sites and 0 < int(fleet.online.sum()) <= options.seek_max_sites:
         sim, cap, cbids = _seek(fleet, market, options, spot, (sim, cap, cbids), price)
+    cbids = cbids + fcr_d_bids(fleet, sim, cap, market, options, cbids, price)
     return PlanOutcome(
         plan_id=plan_id,
         plan=sim,
