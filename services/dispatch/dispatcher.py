@@ -952,8 +952,20 @@ class Dispatcher:
     def status(self) -> list[dict[str, Any]]:
         """Return a summary of activations being served or finished."""
         out = []
+        now = self.clock()
         for aid, loop in self.loops.items():
-            out.append({"activation_id": aid, "state": "active", "end": _dt(loop.spec.end_s).isoformat()})
+            s = loop.spec
+            out.append(
+                {
+                    "activation_id": aid,
+                    "state": "scheduled" if now < s.start_s else "active",
+                    "product": s.product.value,
+                    "direction": s.direction.value,
+                    "area": s.area,
+                    "start": _dt(s.start_s).isoformat(),
+                    "end": _dt(s.end_s).isoformat(),
+                }
+            )
         for aid, rep in self.final.items():
             if aid not in self.loops:
                 out.append({"activation_id": aid, "state": "finished", "verdict": rep.verdict})

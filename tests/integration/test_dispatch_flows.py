@@ -262,6 +262,7 @@ async def test_an_accepted_fcr_n_bid_is_held_by_following_the_frequency_and_surv
     await d.on_bid(bid(accepted))
     assert sorted(loop.spec.direction for loop in d.loops.values()) == [Direction.DOWN, Direction.UP]
     assert {loop.spec.area for loop in d.loops.values()} == {"DK2"}
+    assert {(a["state"], a["product"]) for a in d.status()} == {("active", "fcr_n")}
 
     d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=49.80))
     clock.at += 1
