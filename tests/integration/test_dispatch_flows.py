@@ -51,6 +51,28 @@ def _dispatcher(
     return Dispatcher(settings, redis, sink, DispatchMetrics(CollectorRegistry()), clock=clock), sink, prefix
 
 
+def _running(d: Dispatcher, prefix: str, clock: ManualClock, count: int, areas: tuple[str, ...] = ()) -> None:
+    """count units of 2 kW running for an hour (past their minimum run); areas, if given, in turn."""
+    for i in range(count):
+        site = f"{prefix}-v{i}"
+        if areas:
+            d.fleet.set_master(site, 2.0, 15, 15, areas[i % len(areas)])
+        d.fleet.observe(site, clock.at - 5, 2.0, True)
+        d.fleet.unit(site).running_since_s = clock.at - 3600
+
+
+def _fcr_n_up(now: datetime, mw: float) -> PoolActivated:
+    return PoolActivated(
+        activation_id=unique("fcr"),
+        product=ReserveProduct.FCR_N,
+        direction=Direction.UP,
+        power_mw=mw,
+        start=now,
+        end=now + timedelta(hours=1),
+        requested_at=now,
+    )
+
+
 async def test_plan_blocks_gas_quarters_and_hands_back_after_the_lockout(
     infra: Infra, redis: aioredis.Redis
 ) -> None:
@@ -123,22 +145,9 @@ async def test_fcr_n_follows_the_frequency(infra: Infra, redis: aioredis.Redis) 
     now = datetime.now(tz=UTC)
     clock = ManualClock(now.timestamp())
     d, sink, prefix = _dispatcher(infra, redis, clock)
-    for i in range(40):
-        site = f"{prefix}-v{i}"
-        d.fleet.observe(site, clock.at - 5, 2.0, True)
-        d.fleet.unit(site).running_since_s = clock.at - 3600
+    _running(d, prefix, clock, 40)
     d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=50.0))
-    await d.on_activation(
-        PoolActivated(
-            activation_id=unique("fcr"),
-            product=ReserveProduct.FCR_N,
-            direction=Direction.UP,
-            power_mw=0.06,
-            start=now,
-            end=now + timedelta(hours=1),
-            requested_at=now,
-        )
-    )
+    await d.on_activation(_fcr_n_up(now, 0.06))
     assert sink.commands == []  # 50.00 Hz: nothing to do
     d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=49.95))
     clock.at += 1
@@ -157,23 +166,9 @@ async def test_fcr_n_follows_dk2s_own_frequency_with_dk2s_units(infra: Infra, re
     now = datetime.now(tz=UTC)
     clock = ManualClock(now.timestamp())
     d, sink, prefix = _dispatcher(infra, redis, clock)
-    for i in range(40):
-        site = f"{prefix}-v{i}"
-        d.fleet.set_master(site, 2.0, 15, 15, "DK1" if i % 2 else "DK2")
-        d.fleet.observe(site, clock.at - 5, 2.0, True)
-        d.fleet.unit(site).running_since_s = clock.at - 3600
+    _running(d, prefix, clock, 40, areas=("DK2", "DK1"))
     d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=50.0))
-    await d.on_activation(
-        PoolActivated(
-            activation_id=unique("fcr"),
-            product=ReserveProduct.FCR_N,
-            direction=Direction.UP,
-            power_mw=0.03,
-            start=now,
-            end=now + timedelta(hours=1),
-            requested_at=now,
-        )
-    )
+    await d.on_activation(_fcr_n_up(now, 0.03))
     d.on_frequency(FrequencyMeasured(area="DK1", measured_at=now, frequency_hz=49.80))
     clock.at += 1
     await d.tick()
@@ -228,11 +223,7 @@ async def test_an_accepted_fcr_n_bid_is_held_by_following_the_frequency_and_surv
     now = datetime.now(tz=UTC)
     clock = ManualClock(now.timestamp())
     d, sink, prefix = _dispatcher(infra, redis, clock)
-    for i in range(60):
-        site = f"{prefix}-v{i}"
-        d.fleet.set_master(site, 2.0, 15, 15, "DK2")
-        d.fleet.observe(site, clock.at - 5, 2.0, True)
-        d.fleet.unit(site).running_since_s = clock.at - 3600
+    _running(d, prefix, clock, 60, areas=("DK2",))
     hour = floor_quarter(now)
 
     def bid(bid_id: str) -> BidSubmitted:
