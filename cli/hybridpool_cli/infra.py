@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -145,7 +146,26 @@ def start_redis(data_dir: Path, port: int | None = None) -> tuple[ManagedProcess
     ]
     proc = spawn("redis", argv, data_dir / "logs" / "redis.log")
     _wait_for_port(port, proc.proc, proc.log)
+    _wait_until_loaded(port, proc.proc, proc.log)
     return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def _wait_until_loaded(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait while Redis replays its AOF: it listens at once but answers LOADING to every command."""
+    client = redis.Redis(port=port, socket_timeout=2.0)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise InfraError(f"redis exited with {proc.returncode}; see {log}")
+            with contextlib.suppress(redis.exceptions.BusyLoadingError):
+                if int(client.info("persistence").get("loading", 1)) == 0:  # INFO answers while loading
+                    client.ping()
+                    return
+            time.sleep(0.05)
+    finally:
+        client.close()
+    raise InfraError(f"redis still loading its data after {START_TIMEOUT_S} s; see {log}")
 
 
 async def create_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> None:
