@@ -30,9 +30,9 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from services.bidding.domain.inputs import Fleet, Market, Options, SiteInput
+from services.bidding.domain.inputs import Fleet, Market, Options
 from services.bidding.domain.planner import PlanOutcome, greedy, plan, relaxation_bound
-from services.bidding.domain.synthetic import synthetic_fleet, synthetic_market, synthetic_sites
+from services.bidding.domain.synthetic import scaled_site, synthetic_fleet, synthetic_market, synthetic_sites
 
 FIRST = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
 QUARTERS = 96
@@ -136,24 +136,13 @@ def compare_small(sites: int, seeds: int) -> None:
         _compare(f"{sites} villas seed {seed}", fleet, market, EXACT)
 
 
-def _big(site: SiteInput, scale: float) -> SiteInput:
-    return replace(
-        site,
-        area="DK2",
-        hp_power_kw=site.hp_power_kw * scale,
-        demand_kw=tuple(d * scale for d in site.demand_kw),
-        storage_kwh=site.storage_kwh * scale,
-        storage0_kwh=site.storage0_kwh * scale,
-    )
-
-
 def compare_lumpy(seeds: int) -> None:
     """Ten 30–150 kW units, 4 hours, reserve × 5: symmetric bids need whole units switched."""
     quarters = 16
     market = synthetic_market(FIRST, quarters)
     market = replace(market, reserve_eur_per_mw_h={a: v * 5 for a, v in market.reserve_eur_per_mw_h.items()})
     for seed in range(seeds):
-        fleet = Fleet.from_sites([_big(s, 30.0) for s in synthetic_sites(10, FIRST, quarters, seed)])
+        fleet = Fleet.from_sites([scaled_site(s, 30.0) for s in synthetic_sites(10, FIRST, quarters, seed)])
         _compare(f"10 big units seed {seed}", fleet, market, EXACT)
 
 

@@ -241,29 +241,11 @@ async def test_a_closed_quarter_is_published_with_the_apportioned_meter_delta(
 ) -> None:
     site_id = unique("quarter-villa")
     quarter = floor_quarter(utc_now()) - timedelta(minutes=30)
-    base = {
-        "site_id": site_id,
-        "electric_power_kw": 2.0,
-        "heat_power_kw": 6.0,
-        "supply_temp_c": 40.0,
-        "return_temp_c": 35.0,
-        "indoor_temp_c": 21.0,
-        "outdoor_temp_c": 1.0,
-        "hp_running": True,
-        "boiler_running": False,
-        "sg_ready_state": 2,
-    }
-    first = {**base, "measured_at": (quarter + timedelta(minutes=14)).isoformat(), "meter_reading_kwh": 100.0}
+    first = _villa_reading(site_id, quarter + timedelta(minutes=14), 100.0)
     # 130 s past the quarter's end: beyond the default 120 s grace, so the quarter closes
-    second = {
-        **base,
-        "measured_at": (quarter + timedelta(seconds=1030)).isoformat(),
-        "meter_reading_kwh": 101.9,
-    }
+    second = _villa_reading(site_id, quarter + timedelta(seconds=1030), 101.9)
     for reading in (first, second):
-        await produce(
-            infra.kafka_bootstrap, topics.SITES_TELEMETRY.name, json.dumps(reading).encode(), site_id.encode()
-        )
+        await produce(infra.kafka_bootstrap, topics.SITES_TELEMETRY.name, reading, site_id.encode())
     records = await wait_for_records(
         infra.kafka_bootstrap, topics.SITES_TELEMETRY_QUARTER.name, lambda r: site_id.encode() in r.value
     )

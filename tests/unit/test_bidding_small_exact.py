@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.bidding.domain.inputs import Fleet, Market, Options, SiteInput
+from services.bidding.domain.inputs import Fleet, Market, Options
 from services.bidding.domain.planner import plan
-from services.bidding.domain.synthetic import synthetic_market, synthetic_sites
+from services.bidding.domain.synthetic import scaled_site, synthetic_market, synthetic_sites
 from tests.unit.test_bidding_checker import check
 
 FIRST = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)  # 00:00 Copenhagen
@@ -55,17 +55,6 @@ def test_clustered_plan_within_one_percent_of_the_exact_per_site_model(market: M
     assert clustered.objective_eur - exact.model_bound_eur <= 0.01 * abs(clustered.objective_eur)
 
 
-def _big(site: SiteInput, scale: float) -> SiteInput:
-    return replace(
-        site,
-        area="DK2",
-        hp_power_kw=site.hp_power_kw * scale,
-        demand_kw=tuple(d * scale for d in site.demand_kw),
-        storage_kwh=site.storage_kwh * scale,
-        storage0_kwh=site.storage0_kwh * scale,
-    )
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_few_large_units_get_symmetric_bids_by_roles(seed: int) -> None:
     """Ten 30–150 kW units over 4 hours: the fluid LP's capability cannot be rounded onto whole units.
@@ -77,7 +66,7 @@ def test_few_large_units_get_symmetric_bids_by_roles(seed: int) -> None:
     quarters = 16
     market = synthetic_market(FIRST, quarters)
     market = replace(market, reserve_eur_per_mw_h={a: v * 5 for a, v in market.reserve_eur_per_mw_h.items()})
-    fleet = Fleet.from_sites([_big(s, 30.0) for s in synthetic_sites(10, FIRST, quarters, seed)])
+    fleet = Fleet.from_sites([scaled_site(s, 30.0) for s in synthetic_sites(10, FIRST, quarters, seed)])
     without = plan(fleet, market, Options(time_limit_s=10, seek_max_sites=0), "without")
     with_roles = plan(fleet, market, Options(time_limit_s=10), "roles")
     assert check(fleet, market, with_roles) == []

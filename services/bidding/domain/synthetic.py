@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
@@ -103,4 +104,16 @@ def synthetic_fleet(
         balance=balance,
         storage_kwh=store,
         storage0_kwh=store * rng.uniform(0.3, 0.7, count),
+    )
+
+
+def scaled_site(site: SiteInput, scale: float, area: str = "DK2") -> SiteInput:
+    """A larger unit like site (power, demand and store times scale), in one area: the lumpy-fleet case."""
+    return replace(
+        site,
+        area=area,
+        hp_power_kw=site.hp_power_kw * scale,
+        demand_kw=tuple(d * scale for d in site.demand_kw),
+        storage_kwh=site.storage_kwh * scale,
+        storage0_kwh=site.storage0_kwh * scale,
     )
