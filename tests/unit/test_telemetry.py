@@ -15,7 +15,6 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from hybridpool_shared import fastbatch, topics
 from hybridpool_shared.messages import AggregateQuality, QuarterAggregated, TelemetryReported
-from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.metrics import ServiceMetrics
 from hybridpool_shared.timeutil import local_day_bounds, quarters_in_local_day
 from services.telemetry.app import tune_gc
@@ -290,7 +289,7 @@ async def test_a_failed_finish_redoes_its_batch_and_the_later_ones_in_order(
             fail_once.set()
             raise ConnectionError("redis went away")
 
-    async def handler(items: list[tuple[TelemetryReported, Delivery]]) -> asyncio.Task[None]:
+    async def handler(items: list[tuple[TelemetryReported, fastbatch.Record]]) -> asyncio.Task[None]:
         seen.append([m.site_id for m, _ in items])
         return asyncio.create_task(finish(items[0][0].site_id))
 
@@ -309,7 +308,7 @@ async def test_a_failed_finish_redoes_its_batch_and_the_later_ones_in_order(
 async def test_only_the_message_that_keeps_failing_is_parked(monkeypatch: pytest.MonkeyPatch) -> None:
     handled: list[str] = []
 
-    async def handler(items: list[tuple[TelemetryReported, Delivery]]) -> None:
+    async def handler(items: list[tuple[TelemetryReported, fastbatch.Record]]) -> None:
         if any(m.site_id == "poison" for m, _ in items):
             raise ValueError("cannot handle")
         handled.extend(m.site_id for m, _ in items)
@@ -325,17 +324,17 @@ async def test_only_the_message_that_keeps_failing_is_parked(monkeypatch: pytest
 async def test_a_batch_with_bad_records_parks_only_those_with_their_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def handler(items: list[tuple[TelemetryReported, Delivery]]) -> None:
+    async def handler(items: list[tuple[TelemetryReported, fastbatch.Record]]) -> None:
         return None
 
     consumer, _, sink = _batch_consumer(handler, monkeypatch)
     good = [_record(0, "a"), _record(2, "b")]
-    assert [m.site_id for _, m in await consumer._parse(good)] == ["a", "b"]  # the whole-batch path
+    assert [m.site_id for m, _ in await consumer._parse(good)] == ["a", "b"]  # the whole-batch path
     loose = _reading(T0, 1.0).model_dump(mode="json") | {"sg_ready_state": "2"}  # strict: no coercion
     unstrict = ConsumerRecord("sites.telemetry", 0, 1, 0, 0, b"x", orjson.dumps(loose), None, 1, 1, ())
     tombstone = ConsumerRecord("sites.telemetry", 0, 3, 0, 0, b"x", None, None, 1, 0, ())
     parsed = await consumer._parse([good[0], unstrict, good[1], tombstone])
-    assert [(r.offset, m.site_id) for r, m in parsed] == [(0, "a"), (2, "b")]
+    assert [(r.offset, m.site_id) for m, r in parsed] == [(0, "a"), (2, "b")]
     assert sink.parked == [(1, "validation"), (3, "tombstone")]
 
 

@@ -24,25 +24,19 @@ class Timing:
     min_run: timedelta = timedelta(minutes=15)
     lockout: timedelta = timedelta(minutes=15)
 
-    @property
-    def min_run_s(self) -> float:
-        """Minimum run in seconds."""
-        return self.min_run.total_seconds()
-
-    @property
-    def lockout_s(self) -> float:
-        """Lock-out in seconds."""
-        return self.lockout.total_seconds()
-
 
 class Last(NamedTuple):
-    """What the next reading of a site is checked and continued against (times in epoch seconds)."""
+    """What the next reading of a site is checked and continued against (measured_s: epoch seconds).
+
+    The switch times stay the readings' own datetimes: the state document needs them as datetimes, and
+    converting epoch seconds back costs more per reading than everything else in the document.
+    """
 
     measured_s: float
     meter_kwh: float
     hp_running: bool
-    running_since_s: float | None
-    stopped_since_s: float | None
+    running_since: datetime | None
+    stopped_since: datetime | None
 
 
 def last_of(state: SiteLiveState) -> Last:
@@ -51,30 +45,30 @@ def last_of(state: SiteLiveState) -> Last:
         state.measured_at.timestamp(),
         state.meter_reading_kwh,
         state.hp_running,
-        state.running_since.timestamp() if state.running_since else None,
-        state.stopped_since.timestamp() if state.stopped_since else None,
+        state.running_since,
+        state.stopped_since,
     )
 
 
 def advance(prev: Last | None, r: TelemetryReported, t: float | None = None) -> Last:
-    """Return the Last after a reading newer than prev.
+    """Return the Last after a reading newer than prev (t: its epoch seconds, if known).
 
     A switch happened somewhere between the two readings; taking the later reading's time as the
     switch time makes lock-out and minimum run end late rather than early: the safe side.
     """
-    if t is None:
-        t = r.measured_at.timestamp()
-    running_since = prev.running_since_s if prev else None
-    stopped_since = prev.stopped_since_s if prev else None
+    running_since = prev.running_since if prev else None
+    stopped_since = prev.stopped_since if prev else None
     if r.hp_running and not (prev and prev.hp_running and running_since is not None):
-        running_since = t
+        running_since = r.measured_at
     if not r.hp_running and not (prev and not prev.hp_running and stopped_since is not None):
-        stopped_since = t
-    return Last(t, r.meter_reading_kwh, r.hp_running, running_since, stopped_since)
-
-
-def _at(epoch_s: float | None) -> datetime | None:
-    return None if epoch_s is None else datetime.fromtimestamp(epoch_s, tz=UTC)
+        stopped_since = r.measured_at
+    return Last(
+        r.measured_at.timestamp() if t is None else t,
+        r.meter_reading_kwh,
+        r.hp_running,
+        running_since,
+        stopped_since,
+    )
 
 
 def state_document(r: TelemetryReported, last: Last, received: datetime, timing: Timing) -> dict[str, Any]:
@@ -86,11 +80,11 @@ def state_document(r: TelemetryReported, last: Last, received: datetime, timing:
     """
     doc = r.__dict__.copy()
     del doc["schema_version"]
-    run, rest = last.running_since_s, last.stopped_since_s
-    doc["running_since"] = _at(run)
-    doc["stopped_since"] = _at(rest)
-    doc["lockout_ends_at"] = _at(rest + timing.lockout_s) if rest and not r.hp_running else None
-    doc["min_run_ends_at"] = _at(run + timing.min_run_s) if run and r.hp_running else None
+    run, rest = last.running_since, last.stopped_since
+    doc["running_since"] = run
+    doc["stopped_since"] = rest
+    doc["lockout_ends_at"] = rest + timing.lockout if rest and not r.hp_running else None
+    doc["min_run_ends_at"] = run + timing.min_run if run and r.hp_running else None
     doc["gateway_status"] = GatewayStatus.OK.value
     doc["updated_at"] = received
     doc["received_at"] = received

@@ -1,0 +1,90 @@
+"""Loading unseen sites ahead of their batch: used when it covers them, discarded after a reset."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from services.telemetry.loading import SiteLoader
+
+
+class _Store:
+    """Stands in for LiveStateStore: every site has a state and a quarter; counts the loads."""
+
+    def __init__(self, fail_first: bool = False, held: bool = False) -> None:
+        self.loads: list[list[str]] = []
+        self.finished: list[list[str]] = []
+        self.called = asyncio.Event()
+        self.gate = asyncio.Event()  # loads finish once it is set
+        if not held:
+            self.gate.set()
+        self.fail_first = fail_first
+
+    async def load_with_quarters(self, site_ids: Sequence[str]) -> tuple[dict[str, Any], dict[str, bytes]]:
+        self.loads.append(list(site_ids))
+        self.called.set()
+        await self.gate.wait()
+        if self.fail_first and len(self.loads) == 1:
+            raise ConnectionError("redis went away")
+        self.finished.append(list(site_ids))
+        return {s: f"state of {s}" for s in site_ids}, {s: s.encode() for s in site_ids}
+
+    async def timings(self, site_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        return {s: (15, 20) for s in site_ids}
+
+
+def _loader(store: _Store) -> SiteLoader:
+    return SiteLoader(store)  # type: ignore[arg-type]
+
+
+async def test_a_load_started_ahead_is_taken_and_only_the_rest_loaded_again() -> None:
+    store = _Store()
+    loader = _loader(store)
+    loader.start(["a", "b"], generation=0)
+    await asyncio.wait_for(store.called.wait(), 5)
+    assert store.loads == [["a", "b"]]  # under way before the batch asks for it
+    loaded = await loader.load(["a", "b", "c"], generation=0)
+    assert store.loads == [["a", "b"], ["c"]]
+    assert loaded.site_ids == {"a", "b", "c"}
+    states: dict[str, Any] = loaded.states
+    assert states["b"] == "state of b"
+    assert loaded.quarters["c"] == b"c"
+    assert loaded.timings["a"] == (15, 20)
+
+
+async def test_a_load_started_before_a_reset_is_not_used() -> None:
+    store = _Store(held=True)
+    loader = _loader(store)
+    loader.start(["a"], generation=0)
+    await asyncio.wait_for(store.called.wait(), 5)
+    pending = asyncio.create_task(loader.load(["a"], generation=1))
+    await asyncio.sleep(0)
+    store.gate.set()
+    loaded = await pending
+    assert store.loads == [["a"], ["a"]]
+    assert store.finished == [["a"]]  # the first was cancelled
+    assert loaded.site_ids == {"a"}
+
+
+async def test_a_failed_load_ahead_is_done_again_when_needed() -> None:
+    store = _Store(fail_first=True)
+    loader = _loader(store)
+    loader.start(["a"], generation=0)
+    loaded = await loader.load(["a"], generation=0)
+    assert store.loads == [["a"], ["a"]]
+    states: dict[str, Any] = loaded.states
+    assert states == {"a": "state of a"}
+
+
+async def test_a_discarded_load_ahead_is_cancelled() -> None:
+    store = _Store(held=True)
+    loader = _loader(store)
+    loader.start(["a"], generation=0)
+    await asyncio.wait_for(store.called.wait(), 5)
+    loader.start(["b"], generation=0)  # the next batch came first: a's load is dropped
+    await asyncio.sleep(0)
+    store.gate.set()
+    loaded = await loader.load(["b"], generation=0)
+    assert loaded.site_ids == {"b"}
+    assert store.finished == [["b"]]
