@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -76,23 +77,56 @@ end
 return #ids + #qids
 """
 )
-# ARGV: site ids ("\n"), "1" to also return open quarters; returns each site's state (and quarter).
+# ARGV: site ids ("\n"), "1" to also return open quarters and protection times; returns for each site
+# its state (then its quarter and its "run,lockout" minutes).
 _READ = (
     _SPLIT
     + """
 local out = {}
+local whole = ARGV[2] == '1'
 for _, id in ipairs(split(ARGV[1], '\\n')) do
   out[#out + 1] = redis.call('HGET', '"""
     + STATE_KEY_PREFIX
     + """' .. id, 'json')
-  if ARGV[2] == '1' then out[#out + 1] = redis.call('GET', '"""
+  if whole then
+    out[#out + 1] = redis.call('GET', '"""
     + QUARTER_KEY_PREFIX
-    + """' .. id) end
+    + """' .. id)
+    out[#out + 1] = redis.call('HGET', '"""
+    + TIMING_KEY
+    + """', id)
+  end
 end
 return out
 """
 )
 CHUNK = 2000  # Lua's unpack() takes a few thousand values at most
+READ_CHUNK = 10_000  # sites per read call: one round trip for a whole batch, Redis blocked ~10 ms at most
+
+
+@dataclass
+class LoadedSites:
+    """What Redis held of some sites: their state, open quarter and protection times, where it had any."""
+
+    site_ids: set[str] = field(default_factory=set)
+    states: dict[str, SiteLiveState] = field(default_factory=dict)
+    quarters: dict[str, bytes] = field(default_factory=dict)
+    timings: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def merged(self, other: LoadedSites) -> LoadedSites:
+        """Return both loads together."""
+        return LoadedSites(
+            self.site_ids | other.site_ids,
+            self.states | other.states,
+            self.quarters | other.quarters,
+            self.timings | other.timings,
+        )
+
+
+def _minutes(value: bytes | str) -> tuple[int, int]:
+    """Return the (minimum run, lock-out) minutes of a stored "run,lockout" value."""
+    run, rest = (value.decode() if isinstance(value, bytes) else value).split(",")
+    return int(run), int(rest)
 
 
 def quarter_key(site_id: str) -> str:
@@ -110,33 +144,31 @@ class LiveStateStore:
 
     async def load(self, site_ids: Sequence[str]) -> dict[str, SiteLiveState]:
         """Return the stored states of the given sites (absent ones are left out): one call per chunk."""
-        raw = await self._read_chunks(site_ids, with_quarters=False)
+        raw = await self._read_chunks(site_ids, whole=False)
         return {
             site_id: SiteLiveState.model_validate_json(value)
             for site_id, value in zip(site_ids, raw, strict=True)
             if value is not None
         }
 
-    async def load_with_quarters(
-        self, site_ids: Sequence[str]
-    ) -> tuple[dict[str, SiteLiveState], dict[str, bytes]]:
-        """Return the stored states and open-quarter snapshots of the given sites: one call per chunk."""
-        raw = await self._read_chunks(site_ids, with_quarters=True)
-        states = {
-            site_id: SiteLiveState.model_validate_json(value)
-            for site_id, value in zip(site_ids, raw[0::2], strict=True)
-            if value is not None
-        }
-        quarters = {
-            site_id: value for site_id, value in zip(site_ids, raw[1::2], strict=True) if value is not None
-        }
-        return states, quarters
+    async def load_sites(self, site_ids: Sequence[str]) -> LoadedSites:
+        """Return the stored state, open quarter and protection times of the given sites: one call."""
+        raw = await self._read_chunks(site_ids, whole=True)
+        loaded = LoadedSites(set(site_ids))
+        for site_id, state, quarter, timing in zip(site_ids, raw[0::3], raw[1::3], raw[2::3], strict=True):
+            if state is not None:
+                loaded.states[site_id] = SiteLiveState.model_validate_json(state)
+            if quarter is not None:
+                loaded.quarters[site_id] = quarter
+            if timing is not None:
+                loaded.timings[site_id] = _minutes(timing)
+        return loaded
 
-    async def _read_chunks(self, site_ids: Sequence[str], *, with_quarters: bool) -> list[bytes | None]:
+    async def _read_chunks(self, site_ids: Sequence[str], *, whole: bool) -> list[bytes | None]:
         raw: list[bytes | None] = []
-        for start in range(0, len(site_ids), CHUNK):
-            part = site_ids[start : start + CHUNK]
-            raw += await self._read(args=["\n".join(part), "1" if with_quarters else "0"])
+        for start in range(0, len(site_ids), READ_CHUNK):
+            part = site_ids[start : start + READ_CHUNK]
+            raw += await self._read(args=["\n".join(part), "1" if whole else "0"])
         return raw
 
     async def save(self, states: Iterable[SiteLiveState], *, touch: bool = True) -> int:
@@ -160,22 +192,23 @@ class LiveStateStore:
     async def save_json(self, docs: dict[str, bytes], seen_s: float, quarters: dict[str, bytes]) -> None:
         """Write ready-made state documents, the index, their arrival time and open-quarter updates.
 
-        quarters maps a site to b"S<snapshot>", b"A<appended lines>" or b"D"; one script call per chunk.
+        quarters maps a site to b"S<snapshot>", b"A<appended lines>" or b"D"; one script call per chunk, all sent at once.
         """
         ids = list(dict.fromkeys([*docs, *quarters]))
+        calls = []
         for start in range(0, len(ids), CHUNK):
             part = ids[start : start + CHUNK]
             with_doc = [s for s in part if s in docs]
             with_quarter = [s for s in part if s in quarters]
-            await self._write(
-                args=[
-                    repr(seen_s),
-                    "\n".join(with_doc),
-                    b"\n".join(docs[s] for s in with_doc),
-                    "\n".join(with_quarter),
-                    b"\x1e".join(quarters[s] for s in with_quarter),
-                ]
-            )
+            args: list[str | bytes] = [
+                repr(seen_s),
+                "\n".join(with_doc),
+                b"\n".join(docs[s] for s in with_doc),
+                "\n".join(with_quarter),
+                b"\x1e".join(quarters[s] for s in with_quarter),
+            ]
+            calls.append(self._write(args=args))
+        await asyncio.gather(*calls)  # chunks hold other sites: no order among them, one round trip
 
     async def set_timing(self, site_id: str, minutes: tuple[int, int] | None) -> None:
         """Store (or with None forget) a site's minimum run and lock-out minutes."""
@@ -183,19 +216,6 @@ class LiveStateStore:
             await self.redis.hdel(TIMING_KEY, site_id)
         else:
             await self.redis.hset(TIMING_KEY, site_id, f"{minutes[0]},{minutes[1]}")
-
-    async def timings(self, site_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """Return the stored minimum run and lock-out minutes of the given sites (one command)."""
-        if not site_ids:
-            return {}
-        raw = await self.redis.hmget(TIMING_KEY, list(site_ids))
-        out = {}
-        for site_id, value in zip(site_ids, raw, strict=True):
-            if value is not None:
-                text = value.decode() if isinstance(value, bytes) else str(value)
-                run, rest = text.split(",")
-                out[site_id] = (int(run), int(rest))
-        return out
 
     async def count_between(self, oldest_s: float, newest_s: float) -> int:
         """Return how many sites last reported within [oldest_s, newest_s] (epoch seconds)."""
@@ -225,6 +245,9 @@ class QuarterProducer:
             acks="all",
             enable_idempotence=idempotence,
             linger_ms=5,
+            # A partition takes one batch per produce request: at the default 16 KB, the quarters a
+            # batch of readings closes (~500 B each) went out in several round trips per partition.
+            max_batch_size=512 * 1024,
         )
         self.partitioner = DefaultPartitioner()
 

@@ -5,29 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-from hybridpool_shared.sitestate import SiteLiveState
-from services.telemetry.adapters import LiveStateStore
-
-
-@dataclass
-class LoadedSites:
-    """What Redis held of some sites: their state, open quarter and protection times, where it had any."""
-
-    site_ids: set[str] = field(default_factory=set)
-    states: dict[str, SiteLiveState] = field(default_factory=dict)
-    quarters: dict[str, bytes] = field(default_factory=dict)
-    timings: dict[str, tuple[int, int]] = field(default_factory=dict)
-
-    def merged(self, other: LoadedSites) -> LoadedSites:
-        """Return both loads together."""
-        return LoadedSites(
-            self.site_ids | other.site_ids,
-            self.states | other.states,
-            self.quarters | other.quarters,
-            self.timings | other.timings,
-        )
+from services.telemetry.adapters import LiveStateStore, LoadedSites
 
 
 def _retrieve(task: asyncio.Task[LoadedSites]) -> None:
@@ -51,7 +30,7 @@ class SiteLoader:
         """Begin loading the given sites in the background, replacing a load started earlier."""
         self.discard()
         if site_ids:
-            task = asyncio.create_task(self._fetch(site_ids))
+            task = asyncio.create_task(self.store.load_sites(site_ids))
             task.add_done_callback(_retrieve)
             self._ahead = (generation, task)
 
@@ -72,11 +51,5 @@ class SiteLoader:
             ahead[1].cancel()
         missing = [s for s in site_ids if s not in loaded.site_ids]
         if missing:
-            loaded = loaded.merged(await self._fetch(missing))
+            loaded = loaded.merged(await self.store.load_sites(missing))
         return loaded
-
-    async def _fetch(self, site_ids: Sequence[str]) -> LoadedSites:
-        (states, quarters), timings = await asyncio.gather(  # two round trips at once
-            self.store.load_with_quarters(site_ids), self.store.timings(site_ids)
-        )
-        return LoadedSites(set(site_ids), states, quarters, timings)

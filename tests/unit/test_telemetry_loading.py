@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from services.telemetry.adapters import LoadedSites
 from services.telemetry.loading import SiteLoader
 
 
@@ -21,17 +22,17 @@ class _Store:
             self.gate.set()
         self.fail_first = fail_first
 
-    async def load_with_quarters(self, site_ids: Sequence[str]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    async def load_sites(self, site_ids: Sequence[str]) -> LoadedSites:
         self.loads.append(list(site_ids))
         self.called.set()
         await self.gate.wait()
         if self.fail_first and len(self.loads) == 1:
             raise ConnectionError("redis went away")
         self.finished.append(list(site_ids))
-        return {s: f"state of {s}" for s in site_ids}, {s: s.encode() for s in site_ids}
-
-    async def timings(self, site_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-        return {s: (15, 20) for s in site_ids}
+        states: dict[str, Any] = {s: f"state of {s}" for s in site_ids}
+        return LoadedSites(
+            set(site_ids), states, {s: s.encode() for s in site_ids}, {s: (15, 20) for s in site_ids}
+        )
 
 
 def _loader(store: _Store) -> SiteLoader:

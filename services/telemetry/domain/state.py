@@ -62,13 +62,9 @@ def advance(prev: Last | None, r: TelemetryReported, t: float | None = None) -> 
         running_since = r.measured_at
     if not r.hp_running and not (prev and not prev.hp_running and stopped_since is not None):
         stopped_since = r.measured_at
-    return Last(
-        r.measured_at.timestamp() if t is None else t,
-        r.meter_reading_kwh,
-        r.hp_running,
-        running_since,
-        stopped_since,
-    )
+    at = r.measured_at.timestamp() if t is None else t
+    # tuple.__new__ skips NamedTuple's Python-level __new__: this runs for every reading
+    return tuple.__new__(Last, (at, r.meter_reading_kwh, r.hp_running, running_since, stopped_since))
 
 
 def state_document(r: TelemetryReported, last: Last, received: datetime, timing: Timing) -> dict[str, Any]:
