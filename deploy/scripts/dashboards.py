@@ -396,6 +396,18 @@ SERVICES = dashboard(
                     unit="s",
                 ),
                 Panel(
+                    "Batch time p95 (raw batch consumers)",
+                    (
+                        Query(
+                            _p(0.95, "hybridpool_batch_duration_seconds", "", "le, service, topic"),
+                            "{{service}} {{topic}}",
+                        ),
+                    ),
+                    unit="s",
+                    description="Hot topics read without FastStream (telemetry's sites.telemetry): "
+                    "records consumed → offsets committable.",
+                ),
+                Panel(
                     "Consumer lag",
                     (
                         Query(

@@ -192,7 +192,8 @@ class LiveStateStore:
     async def save_json(self, docs: dict[str, bytes], seen_s: float, quarters: dict[str, bytes]) -> None:
         """Write ready-made state documents, the index, their arrival time and open-quarter updates.
 
-        quarters maps a site to b"S<snapshot>", b"A<appended lines>" or b"D"; one script call per chunk, all sent at once.
+        quarters maps a site to b"S<snapshot>", b"A<appended lines>" or b"D"; one script call per chunk
+        of sites, all chunks sent at once.
         """
         ids = list(dict.fromkeys([*docs, *quarters]))
         calls = []

@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from hybridpool_shared import topics
-from hybridpool_shared.fastbatch import BatchConsumer, Record
+from hybridpool_shared.fastbatch import BatchConsumer, Record, batch_histogram
 from hybridpool_shared.messages import SiteMasterDataChanged, TelemetryReported
 from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service
@@ -108,6 +108,7 @@ class TelemetryPipeline:
             "hybridpool_telemetry_quarters_total", "Quarter aggregates published.", ["quality"], registry=reg
         )
         self.sites = Gauge("hybridpool_telemetry_sites", "Sites by gateway status.", ["status"], registry=reg)
+        batch_histogram(reg).labels(topic=topics.SITES_TELEMETRY.name)  # on /metrics before the first batch
 
     async def consume_forever(self) -> None:
         """Connect the quarter producer and consume sites.telemetry in batches until cancelled."""
