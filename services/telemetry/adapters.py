@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
@@ -226,6 +226,16 @@ class LiveStateStore:
         """Return up to limit site ids whose last reading arrived within (oldest_s, newest_s]."""
         raw = await self.redis.zrangebyscore(LAST_SEEN_KEY, f"({oldest_s}", newest_s, start=0, num=limit)
         return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
+
+    async def last_seen_between(
+        self, oldest_s: float, newest_s: float, limit: int
+    ) -> list[tuple[str, float]]:
+        """Return up to limit (site id, last arrival) arrived within (oldest_s, newest_s], oldest first."""
+        raw = await self.redis.zrangebyscore(
+            LAST_SEEN_KEY, f"({oldest_s}", newest_s, start=0, num=limit, withscores=True
+        )
+        pairs = cast(list[tuple[bytes, float]], raw)
+        return [(m.decode() if isinstance(m, bytes) else str(m), float(t)) for m, t in pairs]
 
     async def total(self) -> int:
         """Return how many sites have a state."""

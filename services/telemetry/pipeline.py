@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from hybridpool_shared import topics
-from hybridpool_shared.fastbatch import BatchConsumer, Record, batch_histogram
+from hybridpool_shared.fastbatch import BatchConsumer, Record, batch_histogram, partition_of
 from hybridpool_shared.messages import SiteMasterDataChanged, TelemetryReported
 from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service
@@ -38,6 +38,7 @@ LOGGER = logging.getLogger(__name__)
 # Readings checked between event-loop turns: a batch of 4,000 is ~100 ms of CPU, during which the
 # replies the earlier batches' finishes wait for (broker acks, Redis writes) would sit unread.
 YIELD_EVERY = 1000
+ADOPT_LIMIT = 200_000  # silent sites read per sweep
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
@@ -94,6 +95,8 @@ class TelemetryPipeline:
         self._epoch = 0  # counts resets: work prepared across one is thrown away
         self._last_sweep = time.time()
         self._in_memory = asyncio.Lock()  # held while a batch or the sweep changes open quarters
+        self._owned: tuple[set[int], int] | None = None  # sites.telemetry partitions held, of how many
+        self._adopted_to: float | None = None  # silent sites taken over up to this arrival time
         reg = service.metrics.registry
         self.readings = Counter(
             "hybridpool_telemetry_readings_total", "Readings by outcome.", ["outcome"], registry=reg
@@ -129,6 +132,7 @@ class TelemetryPipeline:
                     fetch_max_wait_ms=s.fetch_max_wait_ms,
                     max_in_flight=s.batches_in_flight,
                     prefetch=self.prefetch,
+                    on_assigned=self.on_assigned,
                 )
                 try:
                     await batches.run()
@@ -155,6 +159,24 @@ class TelemetryPipeline:
             self._reset()
             raise
         return self._chain(work)
+
+    async def on_assigned(self, partitions: set[int], count: int) -> None:
+        """Forget the sites of partitions this process no longer consumes: another replica writes them now.
+
+        Kept, they would be stale if their partition came back, and override what Redis then holds.
+        """
+        self._owned, self._adopted_to = (partitions, count), None  # new partitions: take their silent sites
+        async with self._in_memory:
+            held = self.last.keys() | self.agg.sites.keys() | self.received.keys()
+            gone = [s for s in held if partition_of(s.encode(), count) not in partitions] if count else []
+            for site_id in gone:
+                self.last.pop(site_id, None)
+                self.agg.sites.pop(site_id, None)
+                self.received.pop(site_id, None)
+        if gone:
+            LOGGER.info(
+                "partitions now %s of %s: forgot %s sites of the others", sorted(partitions), count, len(gone)
+            )
 
     def prefetch(self, records: list[Record]) -> None:
         """Start loading the sites of a fetched batch this process has not seen, while it is parsed.
@@ -349,6 +371,7 @@ class TelemetryPipeline:
         await self._mark(GatewayStatus.STALE, s.stale_after_s, now)
         await self._mark(GatewayStatus.OFFLINE, s.offline_after_s, now)
         self._last_sweep = now
+        await self._adopt_silent(now)
         async with self._in_memory:
             closed = self._close_idle(now)
             if not (closed or self.agg.reshaped):
@@ -357,6 +380,33 @@ class TelemetryPipeline:
                 _Work(closed=closed, docs={}, seen_s=now, quarters=self._quarter_updates({}))
             )
         await finish
+
+    async def _adopt_silent(self, now: float) -> None:
+        """Take over open quarters of this process's sites that fell silent before it saw them.
+
+        After a restart or a rebalance a silent site is in no batch, so without this its quarters would
+        stay open until it reports again instead of closing (missing) on the silence timer.
+        """
+        if self._owned is None or not self._owned[1]:
+            return
+        (partitions, count), s = self._owned, self.settings
+        oldest = now - s.max_age_h * 3600.0 if self._adopted_to is None else self._adopted_to
+        silent = await self.store.last_seen_between(oldest, now - s.idle_close_s, ADOPT_LIMIT)
+        # Sites of one batch share an arrival time: a cut page resumes just before its last one.
+        self._adopted_to = silent[-1][1] - 1e-3 if len(silent) == ADOPT_LIMIT else now - s.idle_close_s
+        mine = {
+            site_id: arrived_s
+            for site_id, arrived_s in silent
+            if site_id not in self.received and partition_of(site_id.encode(), count) in partitions
+        }
+        if not mine:
+            return
+        loaded = await self.store.load_sites(list(mine))
+        async with self._in_memory:
+            for site_id, text in loaded.quarters.items():
+                if site_id not in self.agg.sites and site_id not in self.received:  # no batch came first
+                    self.agg.restore(site_id, text)
+                    self.received[site_id] = mine[site_id]
 
     async def _mark(self, status: GatewayStatus, after_s: float, now: float) -> None:
         ids = await self.store.seen_between(self._last_sweep - after_s - 1.0, now - after_s)

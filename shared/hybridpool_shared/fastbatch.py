@@ -21,8 +21,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry, Histogram
 from pydantic import ValidationError
 
@@ -45,6 +46,8 @@ Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 # parsing). It does its work and returns None, or returns the unfinished rest of it (the "finish", e.g.
 # I/O whose result the commit must wait for) so the next batch can be prepared meanwhile.
 BatchHandler = Callable[[list[tuple[Any, Record]]], Awaitable[Awaitable[None] | None]]
+# Told, after each rebalance, the partitions this consumer now has and how many the topic has.
+AssignedHandler = Callable[[set[int], int], Awaitable[None]]
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _HISTOGRAMS: weakref.WeakKeyDictionary[CollectorRegistry, Histogram] = weakref.WeakKeyDictionary()
 
@@ -71,6 +74,28 @@ class _InFlight:
     finish: Awaitable[None] | None
     started: float
     failed: bool = False
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """Return the partition a keyed record goes to, as the default partitioner (murmur2) picks it."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Passes each new assignment of one topic on, as partition numbers and the topic's count."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str, on_assigned: AssignedHandler) -> None:
+        self.consumer = consumer
+        self.topic = topic
+        self.on_assigned = on_assigned
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Nothing: uncommitted batches are redelivered to the next owner."""
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Tell the handler which partitions are now this consumer's."""
+        count = len(self.consumer.partitions_for_topic(self.topic) or ())
+        await self.on_assigned({tp.partition for tp in assigned if tp.topic == self.topic}, count)
 
 
 def _done(finish: Awaitable[None]) -> bool:
@@ -117,6 +142,7 @@ class BatchConsumer:
         fetch_max_wait_ms: int = 100,
         max_in_flight: int = 1,
         prefetch: Callable[[list[Record]], None] | None = None,
+        on_assigned: AssignedHandler | None = None,
     ) -> None:
         self.spec = spec
         self.handler = handler
@@ -127,7 +153,6 @@ class BatchConsumer:
         self.prefetch = prefetch  # told of each fetched batch before it is parsed, to start its I/O early
         self.batch_seconds = batch_histogram(metrics.registry).labels(topic=spec.name)
         self.consumer = AIOKafkaConsumer(
-            spec.name,
             bootstrap_servers=bootstrap,
             group_id=group_id,
             client_id=group_id,
@@ -136,6 +161,8 @@ class BatchConsumer:
             fetch_max_wait_ms=fetch_max_wait_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
+        listener = _Assignments(self.consumer, spec.name, on_assigned) if on_assigned else None
+        self.consumer.subscribe([spec.name], listener=listener)
         self.started = asyncio.Event()
 
     async def run(self) -> None:

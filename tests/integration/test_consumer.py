@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -10,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from faststream.kafka import KafkaBroker
 
-from hybridpool_shared import messaging, topics
+from hybridpool_shared import fastbatch, messaging, topics
 from hybridpool_shared.messages import FrequencyMeasured
-from hybridpool_shared.messaging import Consumer, Delivery, publish
+from hybridpool_shared.messaging import Consumer, DeadLetterSink, Delivery, publish
 from hybridpool_shared.metrics import ServiceMetrics
 from tests.infra import Infra, unique, wait_for_records
 
@@ -113,3 +114,33 @@ async def test_a_batch_that_keeps_failing_parks_only_its_poison_and_handles_the_
         ),
     )
     assert [str(poison) in json.loads(r.value)["payload_text"] for r in parked] == [True]
+
+
+async def test_the_batch_consumer_tells_its_assignment_after_joining(infra: Infra) -> None:
+    assignments: asyncio.Queue[tuple[set[int], int]] = asyncio.Queue()
+
+    async def on_assigned(partitions: set[int], count: int) -> None:
+        await assignments.put((partitions, count))
+
+    async def handler(items: list[tuple[object, fastbatch.Record]]) -> None:
+        return None
+
+    metrics = ServiceMetrics("test")
+    batches = fastbatch.BatchConsumer(
+        topics.SITES_TELEMETRY,
+        handler,
+        bootstrap=infra.kafka_bootstrap,
+        group_id=unique("assigned"),
+        sink=DeadLetterSink(KafkaBroker(infra.kafka_bootstrap), metrics, "test"),
+        metrics=metrics,
+        on_assigned=on_assigned,
+    )
+    running = asyncio.create_task(batches.run())
+    try:
+        partitions, count = await asyncio.wait_for(assignments.get(), 60)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert count == topics.SITES_TELEMETRY.partitions
+    assert partitions == set(range(count))  # the group's only member has them all

@@ -1,28 +1,36 @@
-"""The telemetry service's Redis reads and writes on a real server: what one batch writes, a restart loads."""
+"""The telemetry service's Redis side on a real server: what one batch writes a restart loads, and a
+restarted process takes over its silent sites' open quarters."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 
 import pytest
 import redis.asyncio as aioredis
 
-from hybridpool_shared.messages import TelemetryReported
+from hybridpool_shared import topics
+from hybridpool_shared.fastbatch import partition_of
+from hybridpool_shared.messages import AggregateQuality, TelemetryReported
+from hybridpool_shared.runtime import build_service
 from hybridpool_shared.timeutil import utc_now
 from services.telemetry import adapters
 from services.telemetry.adapters import LiveStateStore
-from services.telemetry.domain.quarters import QuarterAggregator, sample_of
+from services.telemetry.domain.quarters import ClosedQuarter, QuarterAggregator, sample_of
 from services.telemetry.domain.state import Timing, advance, state_json
-from tests.infra import unique
+from services.telemetry.pipeline import TelemetryPipeline
+from services.telemetry.settings import TelemetrySettings
+from tests.infra import Infra, unique
 
 pytestmark = pytest.mark.integration
+OWN_DB = 6  # a database of its own: the restarted process reads every silent site in it
 
 
-def _reading(site_id: str, meter_kwh: float) -> TelemetryReported:
+def _reading(site_id: str, meter_kwh: float, age_s: float = 30.0) -> TelemetryReported:
     return TelemetryReported(
         site_id=site_id,
-        measured_at=utc_now() - timedelta(seconds=30),
+        measured_at=utc_now() - timedelta(seconds=age_s),
         electric_power_kw=2.0,
         meter_reading_kwh=meter_kwh,
         heat_power_kw=6.0,
@@ -60,3 +68,54 @@ async def test_load_sites_returns_what_a_batch_wrote_site_by_site(
     assert [loaded.states[s].meter_reading_kwh for s in written] == [100.0, 101.0, 102.0, 103.0]
     assert loaded.quarters == {s: q[1:] for s, q in quarters.items()}  # the silent site has none
     assert loaded.timings == {written[1]: (20, 25)}
+
+
+class _Quarters:
+    """Stands in for the quarter producer: keeps what the pipeline publishes."""
+
+    def __init__(self) -> None:
+        self.sent: list[ClosedQuarter] = []
+
+    async def enqueue(self, quarters: list[ClosedQuarter]) -> asyncio.Future[None]:
+        self.sent += quarters
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_a_site_silent_since_before_a_restart_gets_its_idle_quarters_closed(infra: Infra) -> None:
+    base = infra.redis_url.rsplit("/", 1)[0] if infra.redis_url.count("/") > 2 else infra.redis_url
+    settings = TelemetrySettings(kafka_bootstrap="127.0.0.1:9", redis_url=f"{base}/{OWN_DB}")
+    service = build_service("telemetry", settings, consumes=(topics.SITES_TELEMETRY,), produces=())
+    await service.redis.flushdb()
+    try:
+        # Before the restart: eight sites reported 50 minutes ago and fell silent, quarters still open.
+        silent_for_s = 3000.0
+        sites = [f"silent-villa-{i}" for i in range(8)]
+        ours = {s for s in sites if partition_of(s.encode(), 4) in {1, 3}}
+        assert 0 < len(ours) < len(sites)
+        agg, docs = QuarterAggregator(), {}
+        for i, site_id in enumerate(sites):
+            reading = _reading(site_id, 100.0 + i, age_s=silent_for_s)
+            agg.add(site_id, sample_of(reading))
+            docs[site_id] = state_json(reading, advance(None, reading), reading.measured_at, Timing())
+        quarters = {site_id: b"S" + agg.snapshot(site_id) for site_id in sites}
+        await LiveStateStore(service.redis).save_json(docs, time.time() - silent_for_s, quarters)
+
+        pipeline = TelemetryPipeline(service, settings)  # the restarted process
+        producer = _Quarters()
+        pipeline.producer = producer  # type: ignore[assignment]
+        await pipeline.on_assigned({1, 3}, 4)
+        await pipeline.sweep()
+
+        closed_sites = {q.site_id for q in producer.sent}
+        assert closed_sites == ours  # the other partitions' sites are another replica's
+        for site_id in ours:
+            first = min((q for q in producer.sent if q.site_id == site_id), key=lambda q: q.interval_start)
+            assert first.readings == 1  # the quarter with the last reading, then missing ones
+            later = [q for q in producer.sent if q.site_id == site_id and q is not first]
+            assert later  # 50 minutes of silence: at least two quarters no reading reached
+            assert {q.quality for q in later} == {AggregateQuality.MISSING}
+    finally:
+        await service.redis.flushdb()
+        await service.redis.aclose()

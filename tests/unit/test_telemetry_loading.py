@@ -1,13 +1,25 @@
-"""Loading unseen sites ahead of their batch: used when it covers them, discarded after a reset."""
+"""Sites in memory: loading unseen ones ahead of their batch (used when it covers them, discarded after a
+reset), forgetting those whose partition moved to another replica."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka.partitioner import DefaultPartitioner
+
+from hybridpool_shared import topics
+from hybridpool_shared.fastbatch import partition_of
+from hybridpool_shared.messages import TelemetryReported
+from hybridpool_shared.runtime import build_service
 from services.telemetry.adapters import LoadedSites
+from services.telemetry.domain.quarters import sample_of
+from services.telemetry.domain.state import advance
 from services.telemetry.loading import SiteLoader
+from services.telemetry.pipeline import TelemetryPipeline
+from services.telemetry.settings import TelemetrySettings
 
 
 class _Store:
@@ -33,6 +45,23 @@ class _Store:
         return LoadedSites(
             set(site_ids), states, {s: s.encode() for s in site_ids}, {s: (15, 20) for s in site_ids}
         )
+
+
+def _reading(site_id: str, at: datetime, meter_kwh: float) -> TelemetryReported:
+    return TelemetryReported(
+        site_id=site_id,
+        measured_at=at,
+        electric_power_kw=2.0,
+        meter_reading_kwh=meter_kwh,
+        heat_power_kw=6.0,
+        supply_temp_c=40.0,
+        return_temp_c=35.0,
+        indoor_temp_c=21.0,
+        outdoor_temp_c=2.0,
+        hp_running=True,
+        boiler_running=False,
+        sg_ready_state=2,
+    )
 
 
 def _loader(store: _Store) -> SiteLoader:
@@ -89,3 +118,31 @@ async def test_a_discarded_load_ahead_is_cancelled() -> None:
     loaded = await loader.load(["b"], generation=0)
     assert loaded.site_ids == {"b"}
     assert store.finished == [["b"]]
+
+
+def test_partition_of_picks_what_the_producers_partitioner_picks() -> None:
+    keys = [f"villa-{i}".encode() for i in range(200)]
+    for count in (1, 4, 12):
+        expected = [DefaultPartitioner()(key, list(range(count)), list(range(count))) for key in keys]
+        assert [partition_of(key, count) for key in keys] == expected
+
+
+async def test_sites_of_partitions_moved_away_are_forgotten_the_others_kept() -> None:
+    settings = TelemetrySettings(kafka_bootstrap="127.0.0.1:9", redis_url="redis://127.0.0.1:9/0")
+    service = build_service("telemetry", settings, consumes=(topics.SITES_TELEMETRY,), produces=())
+    pipeline = TelemetryPipeline(service, settings)
+    sites = [f"villa-{i}" for i in range(40)]
+    at = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
+    for meter, site_id in enumerate(sites):
+        reading = _reading(site_id, at, float(meter))
+        pipeline.last[site_id] = advance(None, reading)
+        pipeline.agg.add(site_id, sample_of(reading))
+        pipeline.received[site_id] = at.timestamp()
+    kept = {s for s in sites if partition_of(s.encode(), 4) in {0, 2}}
+    assert 0 < len(kept) < len(sites)
+
+    await pipeline.on_assigned({0, 2}, 4)
+
+    assert set(pipeline.last) == kept
+    assert set(pipeline.agg.sites) == kept
+    assert set(pipeline.received) == kept
