@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from hybridpool_cli.infra import ManagedProcess, free_port, spawn
+from hybridpool_shared.messages import TelemetryReported
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -176,3 +178,21 @@ async def poll_json(
                 f"{response.status_code} {response.text[:300]}"
             )
         await asyncio.sleep(0.3)
+
+
+def villa_reading(site_id: str, measured_at: datetime, meter_kwh: float) -> TelemetryReported:
+    """A running villa's reading (2 kW electric, 6 kW heat), as its gateway would report it."""
+    return TelemetryReported(
+        site_id=site_id,
+        measured_at=measured_at,
+        electric_power_kw=2.0,
+        meter_reading_kwh=meter_kwh,
+        heat_power_kw=6.0,
+        supply_temp_c=40.0,
+        return_temp_c=35.0,
+        indoor_temp_c=21.0,
+        outdoor_temp_c=2.0,
+        hp_running=True,
+        boiler_running=False,
+        sg_ready_state=2,
+    )

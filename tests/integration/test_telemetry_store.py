@@ -21,27 +21,14 @@ from services.telemetry.domain.quarters import ClosedQuarter, QuarterAggregator,
 from services.telemetry.domain.state import Timing, advance, state_json
 from services.telemetry.pipeline import TelemetryPipeline
 from services.telemetry.settings import TelemetrySettings
-from tests.infra import Infra, unique
+from tests.infra import Infra, unique, villa_reading
 
 pytestmark = pytest.mark.integration
 OWN_DB = 6  # a database of its own: the restarted process reads every silent site in it
 
 
 def _reading(site_id: str, meter_kwh: float, age_s: float = 30.0) -> TelemetryReported:
-    return TelemetryReported(
-        site_id=site_id,
-        measured_at=utc_now() - timedelta(seconds=age_s),
-        electric_power_kw=2.0,
-        meter_reading_kwh=meter_kwh,
-        heat_power_kw=6.0,
-        supply_temp_c=40.0,
-        return_temp_c=35.0,
-        indoor_temp_c=21.0,
-        outdoor_temp_c=2.0,
-        hp_running=True,
-        boiler_running=False,
-        sg_ready_state=2,
-    )
+    return villa_reading(site_id, utc_now() - timedelta(seconds=age_s), meter_kwh)
 
 
 async def test_load_sites_returns_what_a_batch_wrote_site_by_site(

@@ -12,7 +12,6 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from hybridpool_shared import topics
 from hybridpool_shared.fastbatch import partition_of
-from hybridpool_shared.messages import TelemetryReported
 from hybridpool_shared.runtime import build_service
 from services.telemetry.adapters import LoadedSites
 from services.telemetry.domain.quarters import sample_of
@@ -20,6 +19,7 @@ from services.telemetry.domain.state import advance
 from services.telemetry.loading import SiteLoader
 from services.telemetry.pipeline import TelemetryPipeline
 from services.telemetry.settings import TelemetrySettings
+from tests.infra import villa_reading
 
 
 class _Store:
@@ -45,23 +45,6 @@ class _Store:
         return LoadedSites(
             set(site_ids), states, {s: s.encode() for s in site_ids}, {s: (15, 20) for s in site_ids}
         )
-
-
-def _reading(site_id: str, at: datetime, meter_kwh: float) -> TelemetryReported:
-    return TelemetryReported(
-        site_id=site_id,
-        measured_at=at,
-        electric_power_kw=2.0,
-        meter_reading_kwh=meter_kwh,
-        heat_power_kw=6.0,
-        supply_temp_c=40.0,
-        return_temp_c=35.0,
-        indoor_temp_c=21.0,
-        outdoor_temp_c=2.0,
-        hp_running=True,
-        boiler_running=False,
-        sg_ready_state=2,
-    )
 
 
 def _loader(store: _Store) -> SiteLoader:
@@ -134,7 +117,7 @@ async def test_sites_of_partitions_moved_away_are_forgotten_the_others_kept() ->
     sites = [f"villa-{i}" for i in range(40)]
     at = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
     for meter, site_id in enumerate(sites):
-        reading = _reading(site_id, at, float(meter))
+        reading = villa_reading(site_id, at, float(meter))
         pipeline.last[site_id] = advance(None, reading)
         pipeline.agg.add(site_id, sample_of(reading))
         pipeline.received[site_id] = at.timestamp()
