@@ -81,21 +81,28 @@ def partition_of(key: bytes, partitions: int) -> int:
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    """Passes each new assignment of one topic on, as partition numbers and the topic's count."""
+class _Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Settles the batches in flight before partitions move; passes each new assignment on."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, topic: str, on_assigned: AssignedHandler) -> None:
-        self.consumer = consumer
-        self.topic = topic
+    def __init__(self, batches: BatchConsumer, on_assigned: AssignedHandler | None) -> None:
+        self.batches = batches
         self.on_assigned = on_assigned
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Nothing: uncommitted batches are redelivered to the next owner."""
+        """Finish and commit what is in flight: the next owner starts after it, on the state it wrote.
+
+        aiokafka waits for this before rejoining and keeps the member alive meanwhile.
+        """
+        if revoked:  # empty when joining for the first time
+            await self.batches.settle_for_rebalance()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Tell the handler which partitions are now this consumer's."""
-        count = len(self.consumer.partitions_for_topic(self.topic) or ())
-        await self.on_assigned({tp.partition for tp in assigned if tp.topic == self.topic}, count)
+        if self.on_assigned is None:
+            return
+        topic = self.batches.spec.name
+        count = len(self.batches.consumer.partitions_for_topic(topic) or ())
+        await self.on_assigned({tp.partition for tp in assigned if tp.topic == topic}, count)
 
 
 def _done(finish: Awaitable[None]) -> bool:
@@ -126,7 +133,9 @@ class BatchConsumer:
     the handler, up to max_in_flight unfinished; batches are committed in order, each only once its
     finish succeeded. If a finish or a handler fails, that batch and every later one are handled
     again one after the other without overlap (retries, then message by message), so the handler
-    must make a failed finish fail every later one it overlapped with.
+    must make a failed finish fail every later one it overlapped with. Before a rebalance takes
+    partitions away, every batch in flight is finished and committed, so the next owner neither
+    handles them again nor sees their finish land after its own writes.
     """
 
     def __init__(
@@ -161,29 +170,60 @@ class BatchConsumer:
             fetch_max_wait_ms=fetch_max_wait_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
-        listener = _Assignments(self.consumer, spec.name, on_assigned) if on_assigned else None
-        self.consumer.subscribe([spec.name], listener=listener)
+        self.consumer.subscribe([spec.name], listener=_Rebalances(self, on_assigned))
         self.started = asyncio.Event()
+        self.inflight: deque[_InFlight] = deque()
+        self._settling = asyncio.Lock()  # one settler at a time: the loop, or a revocation
+        self._between_batches = asyncio.Event()  # clear from records fetched to their batch in flight
+        self._between_batches.set()
+        self.settling_for_rebalance = asyncio.Event()  # set while in-flight batches settle for one
 
     async def run(self) -> None:
         """Join the group and handle batches until cancelled; leave the group on the way out."""
-        inflight: deque[_InFlight] = deque()
+        inflight = self.inflight
         try:
             await self.consumer.start()
             self.started.set()
             while True:
                 records = await self._fetch(100 if inflight else 1000)
                 if records:
-                    if self.prefetch is not None:
-                        self.prefetch(records)
-                        await _let_io_start()
-                    inflight.append(await self._start(records))
+                    self._between_batches.clear()
+                    try:
+                        if self.prefetch is not None:
+                            self.prefetch(records)
+                            await _let_io_start()
+                        inflight.append(await self._start(records))
+                    finally:
+                        self._between_batches.set()
                 await self._settle_ready(inflight, drain=not records)
         finally:
             for batch in inflight:  # not committed: redelivered to whoever consumes next
                 if isinstance(batch.finish, asyncio.Future):
                     batch.finish.cancel()
             await self.consumer.stop()
+
+    async def settle_for_rebalance(self) -> None:
+        """Finish and commit every batch in flight, including one being started now.
+
+        During a rebalance aiokafka holds the loop's wait for records until the new assignment, so
+        what is in flight then would otherwise wait for the rebalance and miss its commit.
+        """
+        self.settling_for_rebalance.set()
+        started, batches = time.perf_counter(), len(self.inflight)
+        try:
+            while True:
+                await self._between_batches.wait()
+                await self._settle_ready(self.inflight, drain=True)
+                if self._between_batches.is_set() and not self.inflight:
+                    break
+        finally:
+            self.settling_for_rebalance.clear()
+        LOGGER.info(
+            "rebalance of %s: settled %s batches in flight in %.3f s before giving partitions up",
+            self.spec.name,
+            batches,
+            time.perf_counter() - started,
+        )
 
     async def _start(self, records: list[Record]) -> _InFlight:
         """Parse a batch and run its handler, leaving its finish running."""
@@ -203,6 +243,11 @@ class BatchConsumer:
 
         A failure redoes the failed batch and every later one, in order and without overlap.
         """
+        async with self._settling:
+            await self._settle_oldest(inflight, drain=drain)
+
+    async def _settle_oldest(self, inflight: deque[_InFlight], *, drain: bool) -> None:
+        """_settle_ready's work, by whoever holds the settling lock."""
         while inflight:
             oldest = inflight[0]
             must_wait = drain or len(inflight) > self.max_in_flight or inflight[-1].failed
