@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from hybridpool_cli.infra import ManagedProcess, free_port, spawn
-from hybridpool_shared.messages import TelemetryReported
+from hybridpool_shared.messages import ControlOption, SiteLocation, SiteMasterDataChanged, TelemetryReported
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -195,4 +195,21 @@ def villa_reading(site_id: str, measured_at: datetime, meter_kwh: float) -> Tele
         hp_running=True,
         boiler_running=False,
         sg_ready_state=2,
+    )
+
+
+def registered_villa(
+    site_id: str, min_run_minutes: int = 15, lockout_minutes: int = 15
+) -> SiteMasterDataChanged:
+    """A villa's registry entry (DK2, 3 kW electric, SG Ready) with the given protection times."""
+    return SiteMasterDataChanged(
+        site_id=site_id,
+        changed_at=datetime.now(UTC),
+        location=SiteLocation(latitude_deg=55.7, longitude_deg=12.5, price_area="DK2"),
+        hp_heat_power_kw=9.0,
+        hp_electric_power_kw=3.0,
+        boiler_power_kw=30.0,
+        min_run_minutes=min_run_minutes,
+        lockout_minutes=lockout_minutes,
+        control_options=(ControlOption.SG_READY,),
     )

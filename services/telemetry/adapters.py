@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from hybridpool_shared import topics
-from hybridpool_shared.messages import QuarterAggregated
+from hybridpool_shared.errors import PermanentError
+from hybridpool_shared.messages import QuarterAggregated, SiteMasterDataChanged
+from hybridpool_shared.messaging import parse
 from hybridpool_shared.sitestate import (
     LAST_SEEN_KEY,
     STATE_INDEX_KEY,
@@ -301,3 +303,55 @@ class QuarterProducer:
         self, topic: str, partition: int, builders: list[BatchBuilder]
     ) -> list[asyncio.Future[Any]]:
         return [await self.producer.send_batch(b, topic, partition=partition) for b in builders]
+
+
+class RegistryTail:
+    """Every sites.registry change from start() on, read without a consumer group: each replica hears all.
+
+    The service's registry group gives each change to one replica only, while the site's readings may be
+    another replica's. Bad records are skipped here: the group consumer dead-letters them.
+    """
+
+    def __init__(self, bootstrap: str, positions: dict[int, int] | None = None) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, client_id="telemetry-tail"
+        )
+        # Next offset per partition, kept up to date: a tail built with an earlier one's resumes there.
+        self.positions = {} if positions is None else positions
+
+    async def start(self) -> None:
+        """Connect and take position: where an earlier tail stopped, else at the end of every partition."""
+        spec = topics.SITES_REGISTRY
+        await self.consumer.start()
+        await self.consumer.topics()  # metadata, so the topic's partitions are known
+        parts = [
+            TopicPartition(spec.name, p) for p in sorted(self.consumer.partitions_for_topic(spec.name) or ())
+        ]
+        if not parts:
+            raise RuntimeError(f"topic {spec.name} has no partitions")
+        self.consumer.assign(parts)
+        fresh = [tp for tp in parts if tp.partition not in self.positions]
+        for tp in parts:
+            if tp.partition in self.positions:
+                self.consumer.seek(tp, self.positions[tp.partition])
+        if fresh and not await self.consumer.seek_to_end(*fresh):
+            raise RuntimeError(f"no end offsets of {spec.name} in time")
+        for tp in fresh:
+            self.positions[tp.partition] = await self.consumer.position(tp)
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        await self.consumer.stop()
+
+    async def changes(self) -> AsyncIterator[SiteMasterDataChanged]:
+        """Yield each change as it arrives, forever."""
+        while True:
+            fetched = await self.consumer.getmany(timeout_ms=1000)
+            for tp, records in fetched.items():
+                for record in records:
+                    self.positions[tp.partition] = record.offset + 1
+                    try:
+                        site = parse(topics.SITES_REGISTRY, record)
+                    except PermanentError:
+                        continue
+                    yield cast(SiteMasterDataChanged, site)

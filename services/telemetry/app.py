@@ -21,7 +21,9 @@ def build(settings: TelemetrySettings) -> Service:
     pipeline = TelemetryPipeline(service, settings)
     # sites.telemetry is the hot topic: a raw batch consumer (hybridpool_shared.fastbatch), not FastStream
     service.consumer.subscribe(topics.SITES_REGISTRY, pipeline.on_site)
-    service.background.extend((pipeline.consume_forever, pipeline.sweep_forever))
+    service.background.extend(
+        (pipeline.follow_registry_forever, pipeline.consume_forever, pipeline.sweep_forever)
+    )
     return service
 
 

@@ -19,7 +19,7 @@ from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service
 from hybridpool_shared.sitestate import GatewayStatus
 from hybridpool_shared.timeutil import utc_now
-from services.telemetry.adapters import LiveStateStore, QuarterProducer
+from services.telemetry.adapters import LiveStateStore, QuarterProducer, RegistryTail
 from services.telemetry.domain.quarters import (
     ClosedQuarter,
     MeterOrderError,
@@ -86,6 +86,10 @@ class TelemetryPipeline:
         )
         self.received: dict[str, float] = {}
         self.timings: dict[str, Timing] = {}  # per site from sites.registry; else the settings' default
+        # Sites whose registry change this process heard since its tail took position: what it holds of
+        # them is newer than what a load from Redis returns (the group's writer may not have written yet).
+        self.heard: set[str] = set()
+        self.following = asyncio.Event()  # the registry tail has taken position: later changes are heard
         self.last: dict[str, Last] = {}  # this process's sites: it is their only writer (keyed partitions)
         self.producer: QuarterProducer | None = None
         self.ready = asyncio.Event()  # the quarter producer is connected
@@ -116,6 +120,7 @@ class TelemetryPipeline:
     async def consume_forever(self) -> None:
         """Connect the quarter producer and consume sites.telemetry in batches until cancelled."""
         s = self.settings
+        await self.following.wait()  # a site loaded before then could miss a change for good
         self.producer = QuarterProducer(s.resolved_kafka_bootstrap(), s.kafka_idempotence)
         await self.producer.start()
         self.ready.set()
@@ -301,19 +306,45 @@ class TelemetryPipeline:
         for site_id, text in loaded.quarters.items():
             if site_id not in self.agg.sites:
                 self.agg.restore(site_id, text)
-        for site_id, (run, rest) in loaded.timings.items():  # another replica may have taken the change
-            self.timings[site_id] = Timing(timedelta(minutes=run), timedelta(minutes=rest))
+        for site_id, (run, rest) in loaded.timings.items():
+            if site_id not in self.heard:
+                self.timings[site_id] = Timing(timedelta(minutes=run), timedelta(minutes=rest))
 
     async def on_site(self, site: SiteMasterDataChanged, _: Delivery) -> None:
-        """Keep a registered site's minimum run and lock-out (HP-Hub 105) for its live state."""
+        """Store a registered site's minimum run and lock-out (HP-Hub 105) for whichever replica loads it."""
+        self.hear(site)
+        minutes = None if site.deleted else (site.min_run_minutes, site.lockout_minutes)
+        await self.store.set_timing(site.site_id, minutes)
+
+    def hear(self, site: SiteMasterDataChanged) -> None:
+        """Take a registry change's protection times for the site's live state."""
+        self.heard.add(site.site_id)
         if site.deleted:
             self.timings.pop(site.site_id, None)
-            await self.store.set_timing(site.site_id, None)
-            return
-        self.timings[site.site_id] = Timing(
-            timedelta(minutes=site.min_run_minutes), timedelta(minutes=site.lockout_minutes)
-        )
-        await self.store.set_timing(site.site_id, (site.min_run_minutes, site.lockout_minutes))
+        else:
+            self.timings[site.site_id] = Timing(
+                timedelta(minutes=site.min_run_minutes), timedelta(minutes=site.lockout_minutes)
+            )
+
+    async def follow_registry_forever(self) -> None:
+        """Hear every registry change, also those the registry group gives another replica."""
+        positions: dict[int, int] = {}
+        while True:
+            tail = RegistryTail(self.settings.resolved_kafka_bootstrap(), positions)
+            try:
+                await self.follow_registry(tail)
+            except Exception:  # e.g. the broker went away: resume where the tail stopped
+                LOGGER.exception("following %s failed; resuming", topics.SITES_REGISTRY.name)
+                await asyncio.sleep(1.0)
+            finally:
+                await tail.stop()
+
+    async def follow_registry(self, tail: RegistryTail) -> None:
+        """Take position on the tail, then hear what it brings until it fails."""
+        await tail.start()
+        self.following.set()
+        async for site in tail.changes():
+            self.hear(site)
 
     def _accept(
         self,

@@ -20,18 +20,15 @@ from hybridpool_shared import topics
 from hybridpool_shared.messages import (
     AggregateQuality,
     CommandAcknowledged,
-    ControlOption,
     DeadLettered,
     QuarterAggregated,
     SgReadyState,
-    SiteLocation,
-    SiteMasterDataChanged,
     SwitchHeatPump,
 )
 from hybridpool_shared.sitestate import GatewayStatus, SiteLiveState, state_key
 from hybridpool_shared.timeutil import floor_quarter, utc_now
 from services.telemetry.adapters import TIMING_KEY, quarter_key
-from tests.infra import Infra, RunningService, produce, running, unique, wait_for_records
+from tests.infra import Infra, RunningService, produce, registered_villa, running, unique, wait_for_records
 
 pytestmark = pytest.mark.integration
 SITES = 12
@@ -264,17 +261,7 @@ async def test_registered_protection_times_shape_the_live_state(
     from hybridpool_shared.messaging import publish
 
     site_id = unique("registered-villa")
-    site = SiteMasterDataChanged(
-        site_id=site_id,
-        changed_at=utc_now(),
-        location=SiteLocation(latitude_deg=55.7, longitude_deg=12.5, price_area="DK2"),
-        hp_heat_power_kw=9.0,
-        hp_electric_power_kw=3.0,
-        boiler_power_kw=30.0,
-        min_run_minutes=20,
-        lockout_minutes=25,
-        control_options=(ControlOption.SG_READY,),
-    )
+    site = registered_villa(site_id, min_run_minutes=20, lockout_minutes=25)
     broker = KafkaBroker(infra.kafka_bootstrap)
     await broker.connect()
     try:

@@ -1,5 +1,5 @@
-"""The telemetry service's Redis side on a real server: what one batch writes a restart loads, and a
-restarted process takes over its silent sites' open quarters."""
+"""The telemetry service's edges on a real server: what one batch writes a restart loads, a restarted
+process takes over its silent sites' open quarters, every replica hears each registry change."""
 
 from __future__ import annotations
 
@@ -12,16 +12,20 @@ import redis.asyncio as aioredis
 
 from hybridpool_shared import topics
 from hybridpool_shared.fastbatch import partition_of
-from hybridpool_shared.messages import AggregateQuality, TelemetryReported
+from hybridpool_shared.messages import (
+    AggregateQuality,
+    SiteMasterDataChanged,
+    TelemetryReported,
+)
 from hybridpool_shared.runtime import build_service
 from hybridpool_shared.timeutil import utc_now
 from services.telemetry import adapters
-from services.telemetry.adapters import LiveStateStore
+from services.telemetry.adapters import LiveStateStore, RegistryTail
 from services.telemetry.domain.quarters import ClosedQuarter, QuarterAggregator, sample_of
 from services.telemetry.domain.state import Timing, advance, state_json
 from services.telemetry.pipeline import TelemetryPipeline
 from services.telemetry.settings import TelemetrySettings
-from tests.infra import Infra, unique, villa_reading
+from tests.infra import Infra, produce, registered_villa, unique, villa_reading
 
 pytestmark = pytest.mark.integration
 OWN_DB = 6  # a database of its own: the restarted process reads every silent site in it
@@ -106,3 +110,42 @@ async def test_a_site_silent_since_before_a_restart_gets_its_idle_quarters_close
     finally:
         await service.redis.flushdb()
         await service.redis.aclose()
+
+
+async def _register(infra: Infra, site: SiteMasterDataChanged) -> None:
+    await produce(infra.kafka_bootstrap, topics.SITES_REGISTRY.name, site.to_json_bytes(), site.kafka_key())
+
+
+async def _next_of(tail: RegistryTail, prefix: str) -> SiteMasterDataChanged:
+    """The next change the tail brings of this test's sites (other tests register sites too)."""
+    async with asyncio.timeout(60):
+        async for site in tail.changes():
+            if site.site_id.startswith(prefix):
+                return site
+    raise AssertionError("the tail ended")
+
+
+async def test_every_replica_tail_hears_each_registry_change_from_its_start_and_resumes_after_a_stop(
+    infra: Infra,
+) -> None:
+    prefix = unique("tailed")
+    await _register(
+        infra, registered_villa(f"{prefix}-before", lockout_minutes=20)
+    )  # before the tails: not theirs to hear
+    tails = [RegistryTail(infra.kafka_bootstrap) for _ in range(2)]  # two replicas
+    try:
+        for tail in tails:
+            await tail.start()
+        await _register(infra, registered_villa(f"{prefix}-changed", lockout_minutes=25))
+        heard = [await _next_of(tail, prefix) for tail in tails]
+        assert [(s.site_id, s.lockout_minutes) for s in heard] == [(f"{prefix}-changed", 25)] * 2
+
+        await tails[0].stop()  # e.g. the broker connection broke
+        await _register(infra, registered_villa(f"{prefix}-meanwhile", lockout_minutes=30))
+        tails[0] = RegistryTail(infra.kafka_bootstrap, tails[0].positions)
+        await tails[0].start()
+        resumed = await _next_of(tails[0], prefix)
+        assert (resumed.site_id, resumed.lockout_minutes) == (f"{prefix}-meanwhile", 30)  # none lost
+    finally:
+        for tail in tails:
+            await tail.stop()

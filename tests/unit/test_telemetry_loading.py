@@ -1,25 +1,26 @@
 """Sites in memory: loading unseen ones ahead of their batch (used when it covers them, discarded after a
-reset), forgetting those whose partition moved to another replica."""
+reset), forgetting those whose partition moved to another replica, registry changes outranking loads."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
 
 from hybridpool_shared import topics
 from hybridpool_shared.fastbatch import partition_of
+from hybridpool_shared.messages import SiteMasterDataChanged
 from hybridpool_shared.runtime import build_service
 from services.telemetry.adapters import LoadedSites
 from services.telemetry.domain.quarters import sample_of
-from services.telemetry.domain.state import advance
+from services.telemetry.domain.state import Timing, advance
 from services.telemetry.loading import SiteLoader
 from services.telemetry.pipeline import TelemetryPipeline
 from services.telemetry.settings import TelemetrySettings
-from tests.infra import villa_reading
+from tests.infra import registered_villa, villa_reading
 
 
 class _Store:
@@ -129,3 +130,47 @@ async def test_sites_of_partitions_moved_away_are_forgotten_the_others_kept() ->
     assert set(pipeline.last) == kept
     assert set(pipeline.agg.sites) == kept
     assert set(pipeline.received) == kept
+
+
+class _Timings:
+    """Stands in for LiveStateStore: Redis holds the given protection times of every site asked for."""
+
+    def __init__(self, minutes: tuple[int, int]) -> None:
+        self.minutes = minutes
+
+    async def load_sites(self, site_ids: Sequence[str]) -> LoadedSites:
+        return LoadedSites(site_ids=set(site_ids), timings=dict.fromkeys(site_ids, self.minutes))
+
+
+async def test_a_heard_registry_change_outranks_the_older_times_a_load_returns() -> None:
+    settings = TelemetrySettings(kafka_bootstrap="127.0.0.1:9", redis_url="redis://127.0.0.1:9/0")
+    service = build_service("telemetry", settings, consumes=(topics.SITES_TELEMETRY,), produces=())
+    pipeline = TelemetryPipeline(service, settings)
+    pipeline.loader = SiteLoader(_Timings((15, 15)))  # type: ignore[arg-type]  # the group's write is late
+    pipeline.hear(registered_villa("heard", 20, 25))  # e.g. from the registry tail: another replica's change
+    pipeline.hear(registered_villa("gone", 20, 25).model_copy(update={"deleted": True}))
+
+    await pipeline._warm(["heard", "gone", "unheard"])
+
+    assert pipeline.timings["heard"] == Timing(timedelta(minutes=20), timedelta(minutes=25))
+    assert "gone" not in pipeline.timings  # the settings' default applies again
+    assert pipeline.timings["unheard"] == Timing(timedelta(minutes=15), timedelta(minutes=15))
+
+
+async def test_the_registry_tail_feeds_what_it_brings_to_the_live_state_times() -> None:
+    settings = TelemetrySettings(kafka_bootstrap="127.0.0.1:9", redis_url="redis://127.0.0.1:9/0")
+    service = build_service("telemetry", settings, consumes=(topics.SITES_TELEMETRY,), produces=())
+    pipeline = TelemetryPipeline(service, settings)
+
+    class _Tail:
+        async def start(self) -> None:
+            pass
+
+        async def changes(self) -> AsyncIterator[SiteMasterDataChanged]:
+            yield registered_villa("villa-1", 30, 40)
+
+    await pipeline.follow_registry(_Tail())  # type: ignore[arg-type]
+
+    assert pipeline.following.is_set()
+    assert pipeline.timings["villa-1"] == Timing(timedelta(minutes=30), timedelta(minutes=40))
+    assert pipeline.heard == {"villa-1"}
