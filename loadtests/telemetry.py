@@ -212,35 +212,35 @@ def _reading(site: str, at: float, meter: float, on: bool) -> bytes:
     ).encode()
 
 
-async def preload(bootstrap: str, sites: int, per_site: int, spacing_s: float) -> int:
-    """Publish per_site readings of each site, oldest first, spanning quarter boundaries; return the count.
+def readings(sites: int, per_site: int, spacing_s: float, now: float) -> Iterator[tuple[bytes, bytes]]:
+    """Yield (key, JSON) of per_site readings of each site, oldest first, spanning quarter boundaries.
 
     Sites' readings are spread evenly over a quarter (each site its own phase) and start at a quarter
     boundary in the past, so how many quarters close does not depend on the wall clock.
     """
+    base = now - now % QUARTER_S - (per_site + 1) * spacing_s - QUARTER_S
+    for k in range(per_site):
+        for i in range(sites):
+            site = f"load-{i:06d}"
+            at = base + (i * 7919) % int(QUARTER_S) + k * spacing_s
+            yield site.encode(), _reading(site, at, 1000.0 + i + k * 0.5, i % 2 == 0)
+
+
+async def preload(bootstrap: str, sites: int, per_site: int, spacing_s: float) -> int:
+    """Publish the readings() of the sites; return the count."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks=1, linger_ms=20, max_batch_size=512 * 1024, compression_type=None
     )
     await producer.start()
-    now = time.time()
-    base = now - now % QUARTER_S - (per_site + 1) * spacing_s - QUARTER_S
     try:
-        sent = 0
-        for k in range(per_site):
-            futures = []
-            for i in range(sites):
-                site = f"load-{i:06d}"
-                at = base + (i * 7919) % int(QUARTER_S) + k * spacing_s
-                futures.append(
-                    await producer.send(
-                        TOPIC, _reading(site, at, 1000.0 + i + k * 0.5, i % 2 == 0), key=site.encode()
-                    )
-                )
-                if len(futures) >= 20_000:
-                    await asyncio.gather(*futures)
-                    futures.clear()
-            await asyncio.gather(*futures)
-            sent += sites
+        futures, sent = [], 0
+        for key, value in readings(sites, per_site, spacing_s, time.time()):
+            futures.append(await producer.send(TOPIC, value, key=key))
+            sent += 1
+            if len(futures) >= 20_000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
         return sent
     finally:
         await producer.stop()
