@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -102,6 +102,18 @@ end
 return out
 """
 )
+# Compare-and-set: a state is replaced only if it is still the document the new one was made from.
+_REPLACE = """
+local n = #KEYS
+local replaced = 0
+for i = 1, n do
+  if redis.call('HGET', KEYS[i], 'json') == ARGV[n + i] then
+    redis.call('HSET', KEYS[i], 'json', ARGV[i])
+    replaced = replaced + 1
+  end
+end
+return replaced
+"""
 CHUNK = 2000  # Lua's unpack() takes a few thousand values at most
 READ_CHUNK = 10_000  # sites per read call: one round trip for a whole batch, Redis blocked ~10 ms at most
 
@@ -143,15 +155,32 @@ class LiveStateStore:
         self.redis = redis
         self._write = redis.register_script(_WRITE)
         self._read = redis.register_script(_READ)
+        self._replace = redis.register_script(_REPLACE)
 
     async def load(self, site_ids: Sequence[str]) -> dict[str, SiteLiveState]:
         """Return the stored states of the given sites (absent ones are left out): one call per chunk."""
-        raw = await self._read_chunks(site_ids, whole=False)
         return {
-            site_id: SiteLiveState.model_validate_json(value)
-            for site_id, value in zip(site_ids, raw, strict=True)
-            if value is not None
+            site_id: SiteLiveState.model_validate_json(raw)
+            for site_id, raw in (await self.load_raw(site_ids)).items()
         }
+
+    async def load_raw(self, site_ids: Sequence[str]) -> dict[str, bytes]:
+        """Return the stored state documents of the given sites as they are (absent ones left out)."""
+        raw = await self._read_chunks(site_ids, whole=False)
+        return {site_id: value for site_id, value in zip(site_ids, raw, strict=True) if value is not None}
+
+    async def replace_states(self, changes: dict[str, tuple[bytes, bytes]]) -> int:
+        """Replace each site's state (was, now) where it still is `was`; return how many were replaced.
+
+        A batch may write a site's newer state between a read and this write: that one is kept.
+        """
+        ids = list(changes)
+        replaced = 0
+        for start in range(0, len(ids), CHUNK):
+            part = ids[start : start + CHUNK]
+            args = [changes[s][1] for s in part] + [changes[s][0] for s in part]
+            replaced += int(await self._replace(keys=[state_key(s) for s in part], args=args))
+        return replaced
 
     async def load_sites(self, site_ids: Sequence[str]) -> LoadedSites:
         """Return the stored state, open quarter and protection times of the given sites: one call."""
@@ -172,24 +201,6 @@ class LiveStateStore:
             part = site_ids[start : start + READ_CHUNK]
             raw += await self._read(args=["\n".join(part), "1" if whole else "0"])
         return raw
-
-    async def save(self, states: Iterable[SiteLiveState], *, touch: bool = True) -> int:
-        """Write states, the index and (with touch) their arrival time, in one pipeline; return the count."""
-        pipe = self.redis.pipeline(transaction=False)
-        seen: dict[str, float] = {}
-        ids: list[str] = []
-        for state in states:
-            pipe.hset(state_key(state.site_id), FIELD, state.model_dump_json())
-            ids.append(state.site_id)
-            if touch and state.received_at is not None:
-                seen[state.site_id] = state.received_at.timestamp()
-        if not ids:
-            return 0
-        pipe.sadd(STATE_INDEX_KEY, *ids)
-        if seen:
-            pipe.zadd(LAST_SEEN_KEY, seen)
-        await pipe.execute()
-        return len(ids)
 
     async def save_json(self, docs: dict[str, bytes], seen_s: float, quarters: dict[str, bytes]) -> None:
         """Write ready-made state documents, the index, their arrival time and open-quarter updates.

@@ -17,7 +17,7 @@ from hybridpool_shared.fastbatch import BatchConsumer, Record, batch_histogram, 
 from hybridpool_shared.messages import SiteMasterDataChanged, TelemetryReported
 from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service
-from hybridpool_shared.sitestate import GatewayStatus
+from hybridpool_shared.sitestate import GatewayStatus, SiteLiveState
 from hybridpool_shared.timeutil import utc_now
 from services.telemetry.adapters import LiveStateStore, QuarterProducer, RegistryTail
 from services.telemetry.domain.quarters import (
@@ -440,17 +440,20 @@ class TelemetryPipeline:
                     self.received[site_id] = mine[site_id]
 
     async def _mark(self, status: GatewayStatus, after_s: float, now: float) -> None:
+        """Give sites whose last reading arrived before now - after_s the status, unless one came since."""
         ids = await self.store.seen_between(self._last_sweep - after_s - 1.0, now - after_s)
-        states = await self.store.load(ids)
         cutoff = now - after_s
-        marked = [
-            st.model_copy(update={"gateway_status": status, "updated_at": utc_now()})
-            for st in states.values()
-            if st.received_at is not None
-            and st.received_at.timestamp() <= cutoff
-            and st.gateway_status != status
-        ]
-        await self.store.save(marked, touch=False)
+        changes: dict[str, tuple[bytes, bytes]] = {}
+        for site_id, raw in (await self.store.load_raw(ids)).items():
+            st = SiteLiveState.model_validate_json(raw)
+            if (
+                st.received_at is not None
+                and st.received_at.timestamp() <= cutoff
+                and st.gateway_status != status
+            ):
+                marked = st.model_copy(update={"gateway_status": status, "updated_at": utc_now()})
+                changes[site_id] = (raw, marked.model_dump_json().encode())
+        await self.store.replace_states(changes)
 
     def _close_idle(self, now: float) -> list[ClosedQuarter]:
         out: list[ClosedQuarter] = []

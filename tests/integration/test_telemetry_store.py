@@ -18,6 +18,7 @@ from hybridpool_shared.messages import (
     TelemetryReported,
 )
 from hybridpool_shared.runtime import build_service
+from hybridpool_shared.sitestate import GatewayStatus, SiteLiveState
 from hybridpool_shared.timeutil import utc_now
 from services.telemetry import adapters
 from services.telemetry.adapters import LiveStateStore, RegistryTail
@@ -59,6 +60,34 @@ async def test_load_sites_returns_what_a_batch_wrote_site_by_site(
     assert [loaded.states[s].meter_reading_kwh for s in written] == [100.0, 101.0, 102.0, 103.0]
     assert loaded.quarters == {s: q[1:] for s, q in quarters.items()}  # the silent site has none
     assert loaded.timings == {written[1]: (20, 25)}
+
+
+async def test_a_status_mark_never_replaces_a_state_a_batch_wrote_after_it_was_read(
+    redis: aioredis.Redis,
+) -> None:
+    store = LiveStateStore(redis)
+    racing, quiet = unique("raced-villa"), unique("quiet-villa")
+
+    async def report(site_id: str, meter_kwh: float, age_s: float) -> None:
+        reading = _reading(site_id, meter_kwh, age_s)
+        doc = state_json(reading, advance(None, reading), reading.measured_at, Timing())
+        await store.save_json({site_id: doc}, time.time(), {})
+
+    def stale(raw: bytes) -> bytes:
+        state = SiteLiveState.model_validate_json(raw)
+        return state.model_copy(update={"gateway_status": GatewayStatus.STALE}).model_dump_json().encode()
+
+    await report(racing, 100.0, age_s=600.0)
+    await report(quiet, 200.0, age_s=600.0)
+    read = await store.load_raw([racing, quiet])  # the sweep reads both as silent ...
+    await report(racing, 101.0, age_s=1.0)  # ... a batch writes a fresh reading of one meanwhile
+
+    replaced = await store.replace_states({s: (raw, stale(raw)) for s, raw in read.items()})
+
+    states = await store.load([racing, quiet])
+    assert replaced == 1
+    assert (states[racing].meter_reading_kwh, states[racing].gateway_status) == (101.0, GatewayStatus.OK)
+    assert (states[quiet].meter_reading_kwh, states[quiet].gateway_status) == (200.0, GatewayStatus.STALE)
 
 
 class _Quarters:
