@@ -25,7 +25,6 @@ from hybridpool_shared.sitestate import (
 )
 from services.telemetry.domain.quarters import ClosedQuarter
 
-FIELD = "json"
 TIMING_KEY = "telemetry:site_timing"  # hash: site_id → "min_run_minutes,lockout_minutes" from the registry
 QUARTER_KEY_PREFIX = "telemetry:quarter:"  # string per site: its open quarter (snapshot + appended samples)
 # One script call per chunk of sites instead of commands per site, and a handful of packed arguments

@@ -7,7 +7,7 @@ import collections
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -81,9 +81,7 @@ class TelemetryPipeline:
         self.loader = SiteLoader(self.store)
         self.agg = QuarterAggregator(settings.max_gap_s, settings.close_grace_s)
         self.limits = Limits(settings.max_future_s, settings.max_age_h, settings.max_implied_kw)
-        self.timing = Timing(
-            timedelta(minutes=settings.min_run_minutes), timedelta(minutes=settings.lockout_minutes)
-        )
+        self.timing = Timing.of_minutes(settings.min_run_minutes, settings.lockout_minutes)
         self.received: dict[str, float] = {}
         self.timings: dict[str, Timing] = {}  # per site from sites.registry; else the settings' default
         # Sites whose registry change this process heard since its tail took position: what it holds of
@@ -308,7 +306,7 @@ class TelemetryPipeline:
                 self.agg.restore(site_id, text)
         for site_id, (run, rest) in loaded.timings.items():
             if site_id not in self.heard:
-                self.timings[site_id] = Timing(timedelta(minutes=run), timedelta(minutes=rest))
+                self.timings[site_id] = Timing.of_minutes(run, rest)
 
     async def on_site(self, site: SiteMasterDataChanged, _: Delivery) -> None:
         """Store a registered site's minimum run and lock-out (HP-Hub 105) for whichever replica loads it."""
@@ -322,9 +320,7 @@ class TelemetryPipeline:
         if site.deleted:
             self.timings.pop(site.site_id, None)
         else:
-            self.timings[site.site_id] = Timing(
-                timedelta(minutes=site.min_run_minutes), timedelta(minutes=site.lockout_minutes)
-            )
+            self.timings[site.site_id] = Timing.of_minutes(site.min_run_minutes, site.lockout_minutes)
 
     async def follow_registry_forever(self) -> None:
         """Hear every registry change, also those the registry group gives another replica."""

@@ -24,6 +24,11 @@ class Timing:
     min_run: timedelta = timedelta(minutes=15)
     lockout: timedelta = timedelta(minutes=15)
 
+    @classmethod
+    def of_minutes(cls, min_run_minutes: int, lockout_minutes: int) -> Timing:
+        """Return the protection times given in whole minutes, as the registry and settings hold them."""
+        return cls(timedelta(minutes=min_run_minutes), timedelta(minutes=lockout_minutes))
+
 
 class Last(NamedTuple):
     """What the next reading of a site is checked and continued against (measured_s: epoch seconds).
