@@ -10,7 +10,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -684,7 +684,7 @@ class Dispatcher:
 
     async def _log_sent(self, msgs: Sequence[SwitchHeatPump]) -> None:
         if msgs:
-            await self.log.append(_log_entries("sent", msgs, self.clock()))
+            await self.log.append(_log_entries("sent", msgs, self.clock(), self.tracker.by_command))
 
     def _resend_request(self, site_id: str, command_id: str, issued_by_s: float) -> ClaimRequest:
         """Ask Redis to clear a unit's latest command, if issued by then, for going out again."""
@@ -977,8 +977,14 @@ def hold_directions(direction: Direction) -> tuple[Direction, ...]:
     return (Direction.UP, Direction.DOWN) if direction is Direction.SYMMETRIC else (direction,)
 
 
-def _log_entries(event: str, msgs: Sequence[SwitchHeatPump], now: float) -> list[dict[str, Any]]:
-    """Return command-log entries (timestamps formatted once per distinct value: batches share them)."""
+def _log_entries(
+    event: str, msgs: Sequence[SwitchHeatPump], now: float, measuring: Container[str] = ()
+) -> list[dict[str, Any]]:
+    """Return command-log entries (timestamps formatted once per distinct value: batches share them).
+
+    `measured` says whether a reaction will be published for the command: a switch whose expected
+    change is below what telemetry can tell apart, and every release, is not measured.
+    """
     iso: dict[datetime, str] = {}
 
     def fmt(at: datetime) -> str:
@@ -1000,6 +1006,7 @@ def _log_entries(event: str, msgs: Sequence[SwitchHeatPump], now: float) -> list
             "activation_id": m.activation_id or PLAN_OWNER,
             "reason": m.reason,
             "at": at,
+            "measured": m.command_id in measuring,
         }
         for m in msgs
     ]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from hybridpool_shared.messages import (
     FrequencyMeasured,
     Message,
     PoolActivated,
+    ReactionMeasured,
     ReserveProduct,
     SgReadyState,
     SitePlanComputed,
@@ -24,6 +26,7 @@ from hybridpool_shared.messages import (
 )
 from hybridpool_shared.timeutil import floor_quarter
 from hybridpool_shared.topics import TopicSpec
+from services.dispatch.adapters import ClaimRequest, ClaimResult
 from services.dispatch.dispatcher import Dispatcher
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.settings import DispatchSettings
@@ -36,10 +39,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.private_infra]
 class _Sink:
     def __init__(self) -> None:
         self.commands: list[SwitchHeatPump] = []
+        self.reactions: list[ReactionMeasured] = []
 
     async def __call__(self, spec: TopicSpec, message: Message) -> None:
         if isinstance(message, SwitchHeatPump):
             self.commands.append(message)
+        elif isinstance(message, ReactionMeasured):
+            self.reactions.append(message)
 
 
 def _dispatcher(
@@ -264,3 +270,35 @@ async def test_an_accepted_fcr_n_bid_is_held_by_following_the_frequency_and_surv
     restarted, _, _ = _dispatcher(infra, redis, clock, prefix)
     assert await restarted.resume_holds() == 1
     assert len(restarted.loops) == 2
+
+
+async def test_a_block_of_a_unit_that_stopped_meanwhile_is_logged_as_not_measured(
+    infra: Infra, redis: aioredis.Redis
+) -> None:
+    """A reading between a unit's pick and its claim can show it stopped on its own: nothing to measure."""
+    now = datetime.now(tz=UTC)
+    clock = ManualClock(now.timestamp())
+    d, sink, prefix = _dispatcher(infra, redis, clock)
+    _running(d, prefix, clock, 40)
+    claim = d.safety.claim
+    stopped: list[str] = []
+
+    async def claim_after_a_stop(requests: Sequence[ClaimRequest], now_ms: int) -> list[ClaimResult]:
+        stopped.append(requests[0].site_id)
+        d.fleet.observe(requests[0].site_id, clock.at, 0.05, False)
+        return await claim(requests, now_ms)
+
+    d.safety.claim = claim_after_a_stop  # type: ignore[method-assign]
+    d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=49.80))
+    await d.on_activation(_fcr_n_up(now, 0.06))
+    clock.at += 1
+    await d.tick()
+    d.safety.claim = claim  # type: ignore[method-assign]
+    log = [e for e in await d.log.query(activation_id="") if e["site_id"].startswith(prefix)]
+    sent = {e["site_id"]: e["measured"] for e in log if e["event"] == "sent"}
+    assert len(sent) >= 31
+    assert [s for s, measured in sent.items() if not measured] == stopped
+
+    clock.at += d.settings.reaction_give_up_s  # the measurements close, whatever they saw
+    await d.tick()
+    assert {r.site_id for r in sink.reactions} == set(sent) - set(stopped)

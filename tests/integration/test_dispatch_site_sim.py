@@ -93,16 +93,17 @@ async def test_reactions_match_simulator_ground_truth_and_rules_hold(infra: Infr
         ours = [e for e in log if e["site_id"].startswith(prefix)]
         sent = [e for e in ours if e["event"] == "sent"]
         switched = {e["command_id"] for e in sent if e["sg_ready_state"] in (1, 4)}
+        measured = {e["command_id"] for e in sent if e["measured"]}
         moved = {
             c
             for c, t in truth.items()
-            if c in switched and t["change"] in ("on", "off") and not t["interrupted_at"]
+            if c in measured and t["change"] in ("on", "off") and not t["interrupted_at"]
         }
         records = await wait_for_records(
             infra.kafka_bootstrap,
             topics.DISPATCH_REACTIONS.name,
-            lambda r: (r.key or b"").decode().startswith(prefix),
-            count=len(switched),
+            lambda r: ReactionMeasured.from_json_bytes(r.value or b"").command_id in measured,
+            count=len(measured),
             timeout=120,
         )
 
@@ -125,8 +126,12 @@ async def test_reactions_match_simulator_ground_truth_and_rules_hold(infra: Infr
     refusals = [e["reason"] for e in ours if e["event"] == "ack" and not e["accepted"]]
     assert not [r for r in refusals if r.startswith(("lock-out", "minimum run"))], refusals
 
-    # measured phases against the simulator's ground truth, within one telemetry interval
+    # every switch is measured, but for the few whose site had (nearly) stopped on its own when sent
     reactions = {m.command_id: m for m in (ReactionMeasured.from_json_bytes(r.value or b"") for r in records)}
+    assert set(reactions) == measured
+    assert measured <= switched
+    assert len(measured) >= 0.9 * len(switched), f"{len(measured)} of {len(switched)} switches measured"
+    # measured phases against the simulator's ground truth, within one telemetry interval
     assert len(moved) >= 30
     good = 0
     misses = []
