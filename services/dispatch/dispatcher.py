@@ -20,7 +20,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from hybridpool_shared import topics
 from hybridpool_shared.domain.market_rules import product_area
-from hybridpool_shared.domain.reaction import ActivationFacts, ActivationReport, activation_report
+from hybridpool_shared.domain.reaction import (
+    ActivationFacts,
+    ActivationReport,
+    ReactionPhases,
+    activation_report,
+)
 from hybridpool_shared.messages import (
     BalancePriceComputed,
     BidCleared,
@@ -785,33 +790,43 @@ class Dispatcher:
                 del self.sent[cid]
 
     async def _finish_reactions(self, now: float) -> None:
-        for t, phases in self.tracker.finished(_dt(now)):
-            rec = t.record(phases)
-            msg = ReactionMeasured(
-                command_id=t.command_id,
-                site_id=t.site_id,
-                activation_id=t.activation_id,
-                sent_at=t.sent_at,
-                acknowledged_at=t.acknowledged_at,
-                first_change_at=phases.first_change_at,
-                reached_50_at=phases.reached_50_at,
-                reached_90_at=phases.reached_90_at,
-                stable_at=phases.stable_at,
-                expected_change_kw=t.expected_change_kw,
-                observed_change_kw=phases.observed_change_kw,
-                responded=phases.responded,
-            )
-            await self.publish(topics.DISPATCH_REACTIONS, msg)
-            for phase, secs in (
-                ("ack", rec.ack_s),
-                ("first_change", rec.first_change_s),
-                ("reached_50", rec.reached_50_s),
-                ("reached_90", rec.reached_90_s),
-                ("stable", rec.stable_s),
-            ):
-                if secs is not None:
-                    self.metrics.reaction_seconds.labels(phase=phase).observe(secs)
-            await self.profiles.add(t.site_id, rec, _dt(now))
+        """Publish the measurements that closed; those not reported are kept for the next pass."""
+        closed = self.tracker.finished(_dt(now))
+        for i, (t, phases) in enumerate(closed):
+            try:
+                await self._report_reaction(t, phases, now)
+            except BaseException:
+                self.tracker.unreport(closed[i:])  # at least once: this one may be published again
+                raise
+
+    async def _report_reaction(self, t: Tracked, phases: ReactionPhases, now: float) -> None:
+        """Publish a closed measurement, observe its phase times and add it to the site's profile."""
+        rec = t.record(phases)
+        msg = ReactionMeasured(
+            command_id=t.command_id,
+            site_id=t.site_id,
+            activation_id=t.activation_id,
+            sent_at=t.sent_at,
+            acknowledged_at=t.acknowledged_at,
+            first_change_at=phases.first_change_at,
+            reached_50_at=phases.reached_50_at,
+            reached_90_at=phases.reached_90_at,
+            stable_at=phases.stable_at,
+            expected_change_kw=t.expected_change_kw,
+            observed_change_kw=phases.observed_change_kw,
+            responded=phases.responded,
+        )
+        await self.publish(topics.DISPATCH_REACTIONS, msg)
+        for phase, secs in (
+            ("ack", rec.ack_s),
+            ("first_change", rec.first_change_s),
+            ("reached_50", rec.reached_50_s),
+            ("reached_90", rec.reached_90_s),
+            ("stable", rec.stable_s),
+        ):
+            if secs is not None:
+                self.metrics.reaction_seconds.labels(phase=phase).observe(secs)
+        await self.profiles.add(t.site_id, rec, _dt(now))
 
     async def _follow_plan(self, now: float) -> None:
         """Between activations, put each planned site into its quarter's state (rules permitting).

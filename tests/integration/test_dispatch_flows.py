@@ -302,3 +302,37 @@ async def test_a_block_of_a_unit_that_stopped_meanwhile_is_logged_as_not_measure
     clock.at += d.settings.reaction_give_up_s  # the measurements close, whatever they saw
     await d.tick()
     assert {r.site_id for r in sink.reactions} == set(sent) - set(stopped)
+
+
+async def test_reactions_whose_report_failed_are_reported_on_the_next_pass(
+    infra: Infra, redis: aioredis.Redis
+) -> None:
+    """A broker refusing a reaction loses none: the closed measurements are published again next time."""
+    now = datetime.now(tz=UTC)
+    clock = ManualClock(now.timestamp())
+    d, sink, prefix = _dispatcher(infra, redis, clock)
+    _running(d, prefix, clock, 40)
+    d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=49.80))
+    await d.on_activation(_fcr_n_up(now, 0.06))
+    clock.at += 1
+    await d.tick()
+    blocked = {c.command_id for c in sink.commands if c.sg_ready_state is SgReadyState.BLOCK}
+    publish = d.publish
+    reported = 0
+
+    async def fail_the_fifth_reaction(spec: TopicSpec, message: Message) -> None:
+        nonlocal reported
+        if isinstance(message, ReactionMeasured):
+            reported += 1
+            if reported == 5:
+                raise ConnectionError("broker unavailable")
+        await publish(spec, message)
+
+    d.publish = fail_the_fifth_reaction
+    clock.at += d.settings.reaction_give_up_s  # the measurements close, whatever they saw
+    with pytest.raises(ConnectionError):
+        await d.tick()
+    assert len(sink.reactions) == 4
+    clock.at += 10
+    await d.tick()
+    assert sorted(r.command_id for r in sink.reactions) == sorted(blocked)

@@ -74,6 +74,7 @@ class ReactionTracker:
         self.open: dict[str, Tracked] = {}
         self.by_command: dict[str, str] = {}
         self.superseded: list[Tracked] = []
+        self.unreported: list[tuple[Tracked, ReactionPhases]] = []  # closed, but their report failed
 
     def start(self, tracked: Tracked) -> Tracked | None:
         """Start measuring a command; return the measurement it supersedes, if any."""
@@ -101,8 +102,13 @@ class ReactionTracker:
             t.samples.append(PowerSample(at, power_kw))
 
     def finished(self, now: datetime) -> list[tuple[Tracked, ReactionPhases]]:
-        """Close and return the measurements whose phases are complete (or that timed out)."""
-        done = [(t, t.phases(self.give_up_after, self.stable_window, final=True)) for t in self.superseded]
+        """Close and return the measurements whose phases are complete (or that timed out).
+
+        Those handed back with `unreport` come first, as they were closed.
+        """
+        done = self.unreported
+        self.unreported = []
+        done += [(t, t.phases(self.give_up_after, self.stable_window, final=True)) for t in self.superseded]
         self.superseded.clear()
         for site, t in list(self.open.items()):
             phases = t.phases(self.give_up_after, self.stable_window)
@@ -114,6 +120,10 @@ class ReactionTracker:
             del self.open[site]
             self.by_command.pop(t.command_id, None)
         return done
+
+    def unreport(self, closed: list[tuple[Tracked, ReactionPhases]]) -> None:
+        """Hand back closed measurements whose report failed: the next `finished` returns them again."""
+        self.unreported = closed + self.unreported
 
 
 def epoch_to_dt(at_s: float) -> datetime:
