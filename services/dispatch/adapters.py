@@ -427,16 +427,17 @@ class ProfileStore:
         return f"{self.prefix}:reactions:{site_id}"
 
     async def add(self, site_id: str, record: ReactionRecord, now: datetime) -> ReactionProfile:
-        """Store a reaction and recompute the site's profile."""
+        """Store a reaction and the site's recomputed profile together: both or neither, so a retry
+        after a failure never counts the reaction twice."""
         key = self._history_key(site_id)
+        earlier = await self.redis.lrange(key, 0, PROFILE_WINDOW - 2)
+        records = [record, *(ReactionRecord(**json.loads(r)) for r in earlier)]
+        profile = build_profile(site_id, records, now)
         pipe = self.redis.pipeline(transaction=True)
         pipe.lpush(key, json.dumps(record.__dict__))
         pipe.ltrim(key, 0, PROFILE_WINDOW - 1)
-        pipe.lrange(key, 0, PROFILE_WINDOW - 1)
-        *_, raw = await pipe.execute()
-        records = [ReactionRecord(**json.loads(r)) for r in raw]
-        profile = build_profile(site_id, records, now)
-        await self.redis.hset(profile_key(site_id), mapping=cast(Any, profile.to_redis()))
+        pipe.hset(profile_key(site_id), mapping=cast(Any, profile.to_redis()))
+        await pipe.execute()
         return profile
 
     async def get(self, site_id: str) -> ReactionProfile | None:

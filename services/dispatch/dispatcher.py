@@ -794,29 +794,23 @@ class Dispatcher:
         closed = self.tracker.finished(_dt(now))
         for i, (t, phases) in enumerate(closed):
             try:
-                await self._report_reaction(t, phases, now)
+                msg = _reaction_message(t, phases)
+            except ValueError:  # a bug, not an outage: retrying would block every later reaction
+                LOGGER.exception("reaction to command %s cannot be reported", t.command_id)
+                continue
+            try:
+                await self._report_reaction(t, phases, msg, now)
             except BaseException:
                 self.tracker.unreport(closed[i:])  # at least once: this one may be published again
                 raise
 
-    async def _report_reaction(self, t: Tracked, phases: ReactionPhases, now: float) -> None:
+    async def _report_reaction(
+        self, t: Tracked, phases: ReactionPhases, msg: ReactionMeasured, now: float
+    ) -> None:
         """Publish a closed measurement, observe its phase times and add it to the site's profile."""
         rec = t.record(phases)
-        msg = ReactionMeasured(
-            command_id=t.command_id,
-            site_id=t.site_id,
-            activation_id=t.activation_id,
-            sent_at=t.sent_at,
-            acknowledged_at=t.acknowledged_at,
-            first_change_at=phases.first_change_at,
-            reached_50_at=phases.reached_50_at,
-            reached_90_at=phases.reached_90_at,
-            stable_at=phases.stable_at,
-            expected_change_kw=t.expected_change_kw,
-            observed_change_kw=phases.observed_change_kw,
-            responded=phases.responded,
-        )
         await self.publish(topics.DISPATCH_REACTIONS, msg)
+        await self.profiles.add(t.site_id, rec, _dt(now))
         for phase, secs in (
             ("ack", rec.ack_s),
             ("first_change", rec.first_change_s),
@@ -826,7 +820,6 @@ class Dispatcher:
         ):
             if secs is not None:
                 self.metrics.reaction_seconds.labels(phase=phase).observe(secs)
-        await self.profiles.add(t.site_id, rec, _dt(now))
 
     async def _follow_plan(self, now: float) -> None:
         """Between activations, put each planned site into its quarter's state (rules permitting).
@@ -990,6 +983,24 @@ class Dispatcher:
 def hold_directions(direction: Direction) -> tuple[Direction, ...]:
     """A symmetric bid holds both ways (two loops, each following its side of the band)."""
     return (Direction.UP, Direction.DOWN) if direction is Direction.SYMMETRIC else (direction,)
+
+
+def _reaction_message(t: Tracked, phases: ReactionPhases) -> ReactionMeasured:
+    """Return the event of a closed measurement."""
+    return ReactionMeasured(
+        command_id=t.command_id,
+        site_id=t.site_id,
+        activation_id=t.activation_id,
+        sent_at=t.sent_at,
+        acknowledged_at=t.acknowledged_at,
+        first_change_at=phases.first_change_at,
+        reached_50_at=phases.reached_50_at,
+        reached_90_at=phases.reached_90_at,
+        stable_at=phases.stable_at,
+        expected_change_kw=t.expected_change_kw,
+        observed_change_kw=phases.observed_change_kw,
+        responded=phases.responded,
+    )
 
 
 def _log_entries(

@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
+from hybridpool_shared.domain.reaction import ReactionProfile, ReactionRecord
 from hybridpool_shared.messages import (
     BidCleared,
     BidSubmitted,
@@ -329,10 +330,32 @@ async def test_reactions_whose_report_failed_are_reported_on_the_next_pass(
         await publish(spec, message)
 
     d.publish = fail_the_fifth_reaction
+    add = d.profiles.add
+    added = 0
+
+    async def fail_the_seventh_profile(
+        site_id: str, record: ReactionRecord, now: datetime
+    ) -> ReactionProfile:
+        nonlocal added
+        added += 1
+        if added == 7:
+            raise ConnectionError("redis unavailable")
+        return await add(site_id, record, now)
+
+    d.profiles.add = fail_the_seventh_profile  # type: ignore[method-assign]
     clock.at += d.settings.reaction_give_up_s  # the measurements close, whatever they saw
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConnectionError, match="broker"):
         await d.tick()
     assert len(sink.reactions) == 4
     clock.at += 10
+    with pytest.raises(ConnectionError, match="redis"):
+        await d.tick()  # the 7th reaction is published, then its profile fails: published again
+    clock.at += 10
     await d.tick()
-    assert sorted(r.command_id for r in sink.reactions) == sorted(blocked)
+    assert {r.command_id for r in sink.reactions} == blocked
+    assert len(sink.reactions) == len(blocked) + 1
+    for c in sink.commands:
+        if c.command_id in blocked:
+            profile = await d.profiles.get(c.site_id)
+            assert profile is not None
+            assert profile.samples == 1
