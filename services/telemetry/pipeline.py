@@ -280,6 +280,9 @@ class TelemetryPipeline:
         self.last.clear()
         self.agg.sites.clear()
         self.agg.reshaped.clear()
+        # Silent sites are in no batch that would bring them back: the sweep takes them over again.
+        self.received.clear()
+        self._adopted_to = None
 
     def _quarter_updates(self, added: dict[str, list[Sample]]) -> dict[str, bytes]:
         """Return open-quarter updates: a whole snapshot where a quarter changed shape, else new samples."""
@@ -420,20 +423,22 @@ class TelemetryPipeline:
         oldest = now - s.max_age_h * 3600.0 if self._adopted_to is None else self._adopted_to
         silent = await self.store.last_seen_between(oldest, now - s.idle_close_s, ADOPT_LIMIT)
         # Sites of one batch share an arrival time: a cut page resumes just before its last one.
-        self._adopted_to = silent[-1][1] - 1e-3 if len(silent) == ADOPT_LIMIT else now - s.idle_close_s
+        adopted_to = silent[-1][1] - 1e-3 if len(silent) == ADOPT_LIMIT else now - s.idle_close_s
         mine = {
             site_id: arrived_s
             for site_id, arrived_s in silent
             if site_id not in self.received and partition_of(site_id.encode(), count) in partitions
         }
-        if not mine:
-            return
-        loaded = await self.store.load_sites(list(mine))
+        epoch = self._epoch
+        loaded = await self.store.load_sites(list(mine)) if mine else None
         async with self._in_memory:
-            for site_id, text in loaded.quarters.items():
+            if epoch != self._epoch:  # a batch failed meanwhile: the next sweep reads again
+                return
+            for site_id, text in loaded.quarters.items() if loaded else ():
                 if site_id not in self.agg.sites and site_id not in self.received:  # no batch came first
                     self.agg.restore(site_id, text)
                     self.received[site_id] = mine[site_id]
+            self._adopted_to = adopted_to  # only once taken over: a failed load is read again
 
     async def _mark(self, status: GatewayStatus, after_s: float, now: float) -> None:
         """Give sites whose last reading arrived before now - after_s the status, unless one came since."""

@@ -4,8 +4,11 @@ process takes over its silent sites' open quarters, every replica hears each reg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -21,7 +24,7 @@ from hybridpool_shared.runtime import build_service
 from hybridpool_shared.sitestate import GatewayStatus, SiteLiveState
 from hybridpool_shared.timeutil import utc_now
 from services.telemetry import adapters
-from services.telemetry.adapters import LiveStateStore, RegistryTail
+from services.telemetry.adapters import LiveStateStore, LoadedSites, RegistryTail
 from services.telemetry.domain.quarters import ClosedQuarter, QuarterAggregator, sample_of
 from services.telemetry.domain.state import Timing, advance, state_json
 from services.telemetry.pipeline import TelemetryPipeline
@@ -91,25 +94,34 @@ async def test_a_status_mark_never_replaces_a_state_a_batch_wrote_after_it_was_r
 
 
 class _Quarters:
-    """Stands in for the quarter producer: keeps what the pipeline publishes."""
+    """Stands in for the quarter producer: keeps what the pipeline publishes; the first `fail` sends fail."""
 
-    def __init__(self) -> None:
+    def __init__(self, fail: int = 0) -> None:
         self.sent: list[ClosedQuarter] = []
+        self.fail = fail
 
     async def enqueue(self, quarters: list[ClosedQuarter]) -> asyncio.Future[None]:
-        self.sent += quarters
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
+        if self.fail:
+            self.fail -= 1
+            done.set_exception(ConnectionError("broker unavailable"))
+        else:
+            self.sent += quarters
+            done.set_result(None)
         return done
 
 
-async def test_a_site_silent_since_before_a_restart_gets_its_idle_quarters_closed(infra: Infra) -> None:
+@contextlib.asynccontextmanager
+async def _restarted(infra: Infra) -> AsyncIterator[tuple[TelemetryPipeline, set[str]]]:
+    """A process restarted on partitions 1 and 3 of 4, with eight sites silent for 50 minutes before it.
+
+    Their quarters are open in Redis; yields the pipeline and the silent sites of its own partitions.
+    """
     base = infra.redis_url.rsplit("/", 1)[0] if infra.redis_url.count("/") > 2 else infra.redis_url
     settings = TelemetrySettings(kafka_bootstrap="127.0.0.1:9", redis_url=f"{base}/{OWN_DB}")
     service = build_service("telemetry", settings, consumes=(topics.SITES_TELEMETRY,), produces=())
     await service.redis.flushdb()
     try:
-        # Before the restart: eight sites reported 50 minutes ago and fell silent, quarters still open.
         silent_for_s = 3000.0
         sites = [f"silent-villa-{i}" for i in range(8)]
         ours = {s for s in sites if partition_of(s.encode(), 4) in {1, 3}}
@@ -121,24 +133,73 @@ async def test_a_site_silent_since_before_a_restart_gets_its_idle_quarters_close
             docs[site_id] = state_json(reading, advance(None, reading), reading.measured_at, Timing())
         quarters = {site_id: b"S" + agg.snapshot(site_id) for site_id in sites}
         await LiveStateStore(service.redis).save_json(docs, time.time() - silent_for_s, quarters)
-
-        pipeline = TelemetryPipeline(service, settings)  # the restarted process
-        producer = _Quarters()
-        pipeline.producer = producer  # type: ignore[assignment]
+        pipeline = TelemetryPipeline(service, settings)
         await pipeline.on_assigned({1, 3}, 4)
-        await pipeline.sweep()
-
-        closed_sites = {q.site_id for q in producer.sent}
-        assert closed_sites == ours  # the other partitions' sites are another replica's
-        for site_id in ours:
-            first = min((q for q in producer.sent if q.site_id == site_id), key=lambda q: q.interval_start)
-            assert first.readings == 1  # the quarter with the last reading, then missing ones
-            later = [q for q in producer.sent if q.site_id == site_id and q is not first]
-            assert later  # 50 minutes of silence: at least two quarters no reading reached
-            assert {q.quality for q in later} == {AggregateQuality.MISSING}
+        yield pipeline, ours
     finally:
         await service.redis.flushdb()
         await service.redis.aclose()
+
+
+def _assert_idle_quarters_closed(sent: list[ClosedQuarter], ours: set[str]) -> None:
+    """Each silent site: its last reading's quarter, then at least two missing ones (50 minutes)."""
+    assert {q.site_id for q in sent} == ours  # the other partitions' sites are another replica's
+    for site_id in ours:
+        first = min((q for q in sent if q.site_id == site_id), key=lambda q: q.interval_start)
+        assert first.readings == 1
+        later = [q for q in sent if q.site_id == site_id and q is not first]
+        assert len(later) >= 2
+        assert {q.quality for q in later} == {AggregateQuality.MISSING}
+
+
+async def test_a_site_silent_since_before_a_restart_gets_its_idle_quarters_closed(infra: Infra) -> None:
+    async with _restarted(infra) as (pipeline, ours):
+        producer = _Quarters()
+        pipeline.producer = producer  # type: ignore[assignment]
+        await pipeline.sweep()
+        _assert_idle_quarters_closed(producer.sent, ours)
+
+
+async def test_silent_sites_a_failed_load_missed_are_taken_over_by_the_next_sweep(
+    infra: Infra, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with _restarted(infra) as (pipeline, ours):
+        producer = _Quarters()
+        pipeline.producer = producer  # type: ignore[assignment]
+        monkeypatch.setattr(pipeline.store, "load_sites", _fail_once(pipeline.store.load_sites))
+        with pytest.raises(ConnectionError):
+            await pipeline.sweep()
+        assert producer.sent == []
+        await pipeline.sweep()
+        _assert_idle_quarters_closed(producer.sent, ours)
+
+
+async def test_silent_sites_whose_closing_failed_are_closed_by_the_next_sweep(infra: Infra) -> None:
+    """A failed finish makes the process forget what it holds; the sites it had taken over come back."""
+    async with _restarted(infra) as (pipeline, ours):
+        producer = _Quarters(fail=1)
+        pipeline.producer = producer  # type: ignore[assignment]
+        with pytest.raises(ConnectionError):
+            await pipeline.sweep()
+        assert producer.sent == []
+        await pipeline.sweep()
+        _assert_idle_quarters_closed(producer.sent, ours)
+
+
+def _fail_once(
+    call: Callable[[Sequence[str]], Awaitable[LoadedSites]],
+) -> Callable[[Sequence[str]], Coroutine[Any, Any, LoadedSites]]:
+    """Return call, but raising a connection error the first time."""
+    failed = False
+
+    async def flaky(site_ids: Sequence[str]) -> LoadedSites:
+        nonlocal failed
+        if not failed:
+            failed = True
+            raise ConnectionError("redis unavailable")
+        return await call(site_ids)
+
+    return flaky
 
 
 async def _register(infra: Infra, site: SiteMasterDataChanged) -> None:
