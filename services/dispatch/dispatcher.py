@@ -74,6 +74,7 @@ PLAN_OWNER = "plan"
 RELEASE_LEASE_S = 3600.0
 BLOCK_LEASE_MARGIN_S = 60.0
 TRACKER_EVERY_S = 5.0
+MAX_UNLOGGED = 500_000  # command-log entries held while Redis refuses them (~0.5 KB each)
 PLAN_EVERY_S = 15.0
 CAPACITY_EVERY_S = 5.0
 ACTIVATION_PRODUCTS = {
@@ -158,6 +159,7 @@ class Dispatcher:
         prefix = settings.key_prefix
         self.safety = SafetyStore(redis, prefix)
         self.log = CommandLog(redis, prefix, settings.log_max_len)
+        self.unlogged: list[dict[str, Any]] = []  # log entries whose write failed: written next tick
         self.profiles = ProfileStore(redis, prefix)
         self.reports = ReportStore(redis, prefix)
         self.holds = HoldStore(redis, prefix)
@@ -389,7 +391,7 @@ class Dispatcher:
                     "activation_id": sent.owner,
                 }
             )
-        await self.log.append(entries)
+        await self._log(entries)
 
     # --- the periodic loop ---------------------------------------------------------------------------
 
@@ -397,6 +399,7 @@ class Dispatcher:
         """One pass: every activation's loop, leases, reactions, the plan, capacity gauges."""
         now = self.clock()
         async with self.lock:
+            await self._log([])
             await self._republish(now)
             for loop in list(self.loops.values()):
                 await self._step_loop(loop, now)
@@ -438,8 +441,8 @@ class Dispatcher:
         if now >= spec.end_s and spec.activation_id not in self.final:
             report = self.report(spec.activation_id)
             if report is not None:
+                await self.reports.put(report)  # kept as final only once stored: else the next tick retries
                 self.final[spec.activation_id] = report
-                await self.reports.put(report)
                 LOGGER.info(
                     "activation %s %s: %s", spec.activation_id, report.verdict, "; ".join(report.reasons)
                 )
@@ -639,7 +642,7 @@ class Dispatcher:
             return  # never on the wire: _republish puts it out, with its rule running from then
         if await self._put_out([sent.message]):
             self.metrics.commands.labels(event="resent").inc()
-            await self.log.append(_log_entries("resent", [sent.message], now))
+            await self._log(_log_entries("resent", [sent.message], now))
 
     async def _publish_one(self, msg: SwitchHeatPump) -> None:
         async with self._sem:
@@ -687,9 +690,32 @@ class Dispatcher:
             await self._log_sent(confirmed)
         return confirmed
 
+    async def _log(self, entries: list[dict[str, Any]]) -> None:
+        """Append to the command log; entries a failed write left over go first.
+
+        A failure is logged and the entries are kept for the next tick: the log is the record of
+        what was sent and acknowledged, and losing it must neither stop control nor lose entries.
+        """
+        pending = self.unlogged + entries
+        if not pending:
+            return
+        try:
+            await self.log.append(pending)
+        except Exception:
+            if len(pending) > MAX_UNLOGGED:
+                LOGGER.error(
+                    "command log unavailable: dropping %d oldest entries", len(pending) - MAX_UNLOGGED
+                )
+                self.metrics.log_dropped.inc(len(pending) - MAX_UNLOGGED)
+                pending = pending[-MAX_UNLOGGED:]
+            self.unlogged = pending
+            LOGGER.exception("writing %d command-log entries failed; retrying next tick", len(pending))
+        else:
+            self.unlogged = []
+
     async def _log_sent(self, msgs: Sequence[SwitchHeatPump]) -> None:
         if msgs:
-            await self.log.append(_log_entries("sent", msgs, self.clock(), self.tracker.by_command))
+            await self._log(_log_entries("sent", msgs, self.clock(), self.tracker.by_command))
 
     def _resend_request(self, site_id: str, command_id: str, issued_by_s: float) -> ClaimRequest:
         """Ask Redis to clear a unit's latest command, if issued by then, for going out again."""
@@ -779,7 +805,7 @@ class Dispatcher:
             self.sent[m.command_id] = SentCommand(m, owner)
         confirmed = await self._put_out(msgs)
         self.metrics.commands.labels(event="resent").inc(len(confirmed))
-        await self.log.append(_log_entries("resent", confirmed, now))
+        await self._log(_log_entries("resent", confirmed, now))
 
     def _expire(self, now: float) -> None:
         """Forget commands whose lease ended; count those never acknowledged as expired."""

@@ -33,5 +33,10 @@ class DispatchMetrics:
         self.activations_active = Gauge(
             "hybridpool_dispatch_activations_active", "Activations being served.", registry=registry
         )
+        self.log_dropped = Counter(
+            "hybridpool_dispatch_log_entries_dropped",
+            "Command-log entries dropped after Redis refused them for too long.",
+            registry=registry,
+        )
         for event in ("sent", "acked", "rejected", "expired", "resent", "refused"):
             self.commands.labels(event=event)

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,6 +15,7 @@ from hybridpool_shared.domain.reaction import ReactionProfile, ReactionRecord
 from hybridpool_shared.messages import (
     BidCleared,
     BidSubmitted,
+    CommandAcknowledged,
     Direction,
     FrequencyMeasured,
     Message,
@@ -32,6 +34,9 @@ from services.dispatch.dispatcher import Dispatcher
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.settings import DispatchSettings
 from tests.infra import Infra, ManualClock, unique
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # Dispatch follows every activation on the topic and every site state in Redis: other tests' would interfere.
 pytestmark = [pytest.mark.integration, pytest.mark.private_infra]
@@ -359,3 +364,81 @@ async def test_reactions_whose_report_failed_are_reported_on_the_next_pass(
             profile = await d.profiles.get(c.site_id)
             assert profile is not None
             assert profile.samples == 1
+
+
+async def test_a_final_report_whose_write_failed_is_written_on_the_next_tick(
+    infra: Infra, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.now(tz=UTC)
+    clock = ManualClock(now.timestamp())
+    d, _, prefix = _dispatcher(infra, redis, clock)
+    _running(d, prefix, clock, 40)
+    d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=49.80))
+    activation = _fcr_n_up(now, 0.06)
+    await d.on_activation(activation)
+    monkeypatch.setattr(d.reports, "put", _fail_once(d.reports.put))
+    clock.at = activation.end.timestamp() + 1
+    with pytest.raises(ConnectionError):
+        await d.tick()
+    assert await d.reports.get(activation.activation_id) is None
+    clock.at += 1
+    await d.tick()
+    stored = await d.reports.get(activation.activation_id)
+    assert stored is not None
+    assert stored.units_dispatched > 0
+
+
+async def test_command_log_entries_whose_write_failed_are_written_on_the_next_tick(
+    infra: Infra, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither the switching nor the acks wait for the log: its entries are kept until Redis takes them."""
+    now = datetime.now(tz=UTC)
+    clock = ManualClock(now.timestamp())
+    d, sink, prefix = _dispatcher(infra, redis, clock)
+    _running(d, prefix, clock, 40)
+    d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=49.80))
+    append = d.log.append
+
+    async def logged() -> list[tuple[str, str]]:
+        await d.tick()
+        clock.at += 1
+        return sorted(
+            (e["event"], e["command_id"]) for e in await d.log.query() if e["site_id"].startswith(prefix)
+        )
+
+    monkeypatch.setattr(d.log, "append", _fail_once(append))
+    await d.on_activation(_fcr_n_up(now, 0.06))
+    assert len(sink.commands) >= 31  # sent although their log entries were refused
+    assert await d.log.query(activation_id=sink.commands[0].activation_id) == []
+    sent = sorted(("sent", c.command_id) for c in sink.commands)
+    assert await logged() == sent
+
+    monkeypatch.setattr(d.log, "append", _fail_once(append))
+    acks = [
+        CommandAcknowledged(
+            command_id=c.command_id,
+            site_id=c.site_id,
+            seq=c.seq,
+            accepted=True,
+            reason="",
+            acknowledged_at=now + timedelta(seconds=2),
+        )
+        for c in sink.commands
+    ]
+    await d.on_acks(acks)
+    await d.on_acks(acks)  # redelivered: already acknowledged, not logged twice
+    assert await logged() == sorted(sent + [("ack", c.command_id) for c in sink.commands])
+
+
+def _fail_once(call: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Return call, but raising a connection error the first time."""
+    failed = False
+
+    async def flaky(*args: P.args, **kwargs: P.kwargs) -> T:
+        nonlocal failed
+        if not failed:
+            failed = True
+            raise ConnectionError("redis unavailable")
+        return await call(*args, **kwargs)
+
+    return flaky
