@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from hybridpool_shared import topics
-from hybridpool_shared.messages import CommandAcknowledged, SwitchHeatPump
+from hybridpool_shared.messages import CommandAcknowledged, SwitchHeatPump, TelemetryReported
 from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service
 from services.site_sim.adapters import ReadingProducer
@@ -18,6 +19,8 @@ from services.site_sim.domain.sim import FleetSim, to_dt
 from services.site_sim.settings import SiteSimSettings
 
 LOGGER = logging.getLogger(__name__)
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 10.0
 
 
 class SimRunner:
@@ -38,6 +41,9 @@ class SimRunner:
             "site_sim_behind_seconds", "Simulated seconds the model lags its clock.", registry=reg
         )
         self.sites = Gauge("site_sim_sites", "Simulated sites.", registry=reg)
+        self.publish_failures = Counter(
+            "site_sim_publish_failures", "Failed attempts to publish a step's readings.", registry=reg
+        )
         self.sites.set(sim.p.n)
 
     async def run(self) -> None:
@@ -62,8 +68,25 @@ class SimRunner:
             due = self.sim.due_reports(interval)
             self.step_seconds.observe(time.perf_counter() - started)
             self.behind.set(max(0.0, self.clock.now_s() - self.sim.t))
-            await producer.send_all(due, self.settings.publish_chunk)
+            await self._publish(producer, due)
             self.readings.inc(len(due))
+
+    async def _publish(self, producer: ReadingProducer, due: Sequence[TelemetryReported]) -> None:
+        """Send the step's readings, retrying with back-off until the broker has them all.
+
+        The model waits meanwhile and catches up afterwards: readings come late, never lost, and a
+        resent reading the broker already had is a duplicate the telemetry service ignores.
+        """
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                await producer.send_all(due, self.settings.publish_chunk)
+                return
+            except Exception:
+                self.publish_failures.inc()
+                LOGGER.exception("publishing %d readings failed; retrying in %.1f s", len(due), delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, RETRY_MAX_S)
 
     async def on_command(self, cmd: SwitchHeatPump, _: Delivery) -> None:
         """Apply a command to its villa and acknowledge it (offline villas stay silent)."""

@@ -46,6 +46,8 @@ class Service:
     api: FastAPI = field(default_factory=FastAPI)
     background: list[BackgroundTask] = field(default_factory=list)
     on_start: list[BackgroundTask] = field(default_factory=list)
+    jobs: list[asyncio.Task[None]] = field(default_factory=list)  # the running background jobs
+    failed_jobs: dict[str, str] = field(default_factory=dict)  # background jobs that died, and why
 
     async def publish(self, spec: TopicSpec, message: Message) -> None:
         """Publish a message on one of this service's output topics."""
@@ -54,14 +56,28 @@ class Service:
         await publish(self.broker, spec, message)
 
     async def health(self) -> dict[str, Any]:
-        """Return a health report: broker and Redis reachable."""
+        """Return a health report: broker and Redis reachable, no background job died."""
         kafka_ok = await self.broker.ping(timeout=2.0)
         try:
             redis_ok = bool(await asyncio.wait_for(self.redis.ping(), timeout=2.0))
         except Exception:
             redis_ok = False
-        status = "ok" if kafka_ok and redis_ok else "degraded"
-        return {"service": self.name, "status": status, "kafka": kafka_ok, "redis": redis_ok}
+        status = "ok" if kafka_ok and redis_ok and not self.failed_jobs else "degraded"
+        return {
+            "service": self.name,
+            "status": status,
+            "kafka": kafka_ok,
+            "redis": redis_ok,
+            "failed_jobs": dict(self.failed_jobs),
+        }
+
+    def watch(self, task: asyncio.Task[None]) -> None:
+        """Record and log a background job that died: its work has stopped, so health says so."""
+        if task.cancelled() or task.exception() is None:
+            return  # cancelled at shutdown, or a job that had a finite task and finished it
+        exc = task.exception()
+        self.failed_jobs[task.get_name()] = repr(exc)
+        LOGGER.error("%s: background job %s died", self.name, task.get_name(), exc_info=exc)
 
 
 def build_service(
@@ -130,9 +146,9 @@ def _lifespan(
         await _start_broker(service.broker)
         for hook in service.on_start:
             await hook()
-        tasks: list[asyncio.Task[None]] = [
-            asyncio.create_task(job(), name=job.__name__) for job in service.background
-        ]
+        tasks = service.jobs = [asyncio.create_task(job(), name=job.__name__) for job in service.background]
+        for task in tasks:
+            task.add_done_callback(service.watch)
         LOGGER.info("%s started", service.name)
         try:
             yield

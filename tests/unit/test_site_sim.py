@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
+from hybridpool_shared import topics
 from hybridpool_shared.domain import thermal
-from hybridpool_shared.messages import SgReadyState, SwitchHeatPump
+from hybridpool_shared.messages import SgReadyState, SwitchHeatPump, TelemetryReported
+from hybridpool_shared.runtime import build_service
+from services.site_sim.clock import SimClock
 from services.site_sim.domain.fleet import generate
 from services.site_sim.domain.sim import Change, FleetSim, to_dt
 from services.site_sim.domain.weather import WeatherTrace
+from services.site_sim.runner import SimRunner
+from services.site_sim.settings import SiteSimSettings
 
 JAN = datetime(2026, 1, 15, tzinfo=UTC)
 
@@ -305,3 +313,41 @@ def test_the_simulated_clock_runs_faster_by_its_speedup() -> None:
     clock = SimClock(start_s=1_000_000.0, speedup=60.0)
     assert clock.now_s() == pytest.approx(1_000_000.0, abs=5.0)
     assert clock.real_seconds_until(1_000_000.0 + 600.0) == pytest.approx(10.0, abs=0.1)
+
+
+class _FlakyProducer:
+    """Refuses the first send; then keeps what it is sent and says when it has `wanted` readings."""
+
+    def __init__(self, wanted: int) -> None:
+        self.refused: list[str] = []
+        self.sent: list[TelemetryReported] = []
+        self.wanted = wanted
+        self.enough = asyncio.Event()
+
+    async def send_all(self, readings: Sequence[TelemetryReported], chunk: int) -> None:
+        if not self.refused:
+            self.refused = [r.site_id for r in readings]
+            raise ConnectionError("broker unavailable")
+        self.sent += readings
+        if len(self.sent) >= self.wanted:
+            self.enough.set()
+
+
+async def test_readings_the_broker_refused_are_sent_again_not_lost() -> None:
+    settings = SiteSimSettings(
+        kafka_bootstrap="127.0.0.1:9", redis_url="redis://127.0.0.1:9/0", sites=20, speedup=600.0
+    )
+    service = build_service("site_sim", settings, produces=(topics.SITES_TELEMETRY,))
+    sim = _sim(20)
+    runner = SimRunner(service, sim, SimClock(sim.t, settings.speedup), settings)
+    producer = _FlakyProducer(wanted=60)
+    loop = asyncio.create_task(runner._loop(producer))  # type: ignore[arg-type]
+    try:
+        await asyncio.wait_for(producer.enough.wait(), 30)
+    finally:
+        loop.cancel()
+    assert producer.refused
+    first = producer.sent[: len(producer.refused)]
+    assert [r.site_id for r in first] == producer.refused  # the refused step's readings came first
+    per_site = Counter(r.site_id for r in producer.sent)
+    assert len(per_site) == 20
