@@ -16,6 +16,7 @@ from hybridpool_shared.messages import SiteMasterDataChanged
 from services.balance.domain import OutdoorReading, TariffVersion
 
 SITES_KEY = "balance:sites"
+PENDING_KEY = "balance:sites:republish_pending"
 PRICES_KEY = "balance:prices:{area}"
 SAMPLES_KEY = "balance:samples:{site}"
 OUTDOOR_KEY = "balance:outdoor"
@@ -31,14 +32,25 @@ class SiteView:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
 
-    async def upsert(self, site: SiteMasterDataChanged) -> SiteMasterDataChanged | None:
-        """Store or remove a site; return its previous state."""
-        old_raw = await self.redis.hget(SITES_KEY, site.site_id)
-        if site.deleted:
-            await self.redis.hdel(SITES_KEY, site.site_id)
-        else:
-            await self.redis.hset(SITES_KEY, site.site_id, site.to_json_bytes())
-        return SiteMasterDataChanged.from_json_bytes(old_raw) if old_raw else None
+    async def upsert(self, site: SiteMasterDataChanged, *, changed: bool) -> None:
+        """Store or remove a site; mark it pending a republish, in the same transaction, if changed."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if site.deleted:
+                pipe.hdel(SITES_KEY, site.site_id)
+                pipe.srem(PENDING_KEY, site.site_id)
+            else:
+                pipe.hset(SITES_KEY, site.site_id, site.to_json_bytes())
+                if changed:
+                    pipe.sadd(PENDING_KEY, site.site_id)
+            await pipe.execute()
+
+    async def pending(self, site_id: str) -> bool:
+        """True while a site's balance prices still need republishing after a change."""
+        return bool(await self.redis.sismember(PENDING_KEY, site_id))
+
+    async def republished(self, site_id: str) -> None:
+        """Clear a site's pending republish."""
+        await self.redis.srem(PENDING_KEY, site_id)
 
     async def all(self) -> list[SiteMasterDataChanged]:
         """Return every known site."""

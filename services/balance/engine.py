@@ -62,6 +62,15 @@ def usable_sample(agg: QuarterAggregated) -> bool:
     )
 
 
+def inputs_changed(old: SiteMasterDataChanged | None, new: SiteMasterDataChanged) -> bool:
+    """True when a known site stays registered with another boiler efficiency or price area."""
+    if old is None or new.deleted:
+        return False
+    return (
+        old.boiler_efficiency != new.boiler_efficiency or old.location.price_area != new.location.price_area
+    )
+
+
 class BalanceMetrics:
     """The balance service's own Prometheus metrics."""
 
@@ -197,14 +206,15 @@ class BalanceEngine:
 
     async def on_site(self, site: SiteMasterDataChanged) -> int:
         """Update the site view; republish when an existing site's balance inputs changed."""
-        old = await self.sites.upsert(site)
-        if site.deleted or old is None:
+        old = await self.sites.get(site.site_id)
+        # The change is remembered with the store and forgotten only after publishing: a redelivery
+        # after a failed publish finds the site already stored and must still republish.
+        await self.sites.upsert(site, changed=inputs_changed(old, site))
+        if site.deleted or not await self.sites.pending(site.site_id):
             return 0
-        changed = (
-            old.boiler_efficiency != site.boiler_efficiency
-            or old.location.price_area != site.location.price_area
-        )
-        return await self.republish([site]) if changed else 0
+        sent = await self.republish([site])
+        await self.sites.republished(site.site_id)
+        return sent
 
     async def on_quarters(self, aggregates: Sequence[QuarterAggregated]) -> int:
         """Learn from 15-minute aggregates; refit COP models; republish sites whose COP moved."""

@@ -86,8 +86,7 @@ class Ledger:
         return BidCleared.from_json_bytes(raw) if raw else None
 
     async def record(self, bid: BidSubmitted, result: BidCleared, revenue_eur: float, capacity: bool) -> None:
-        """Store a result, and an accepted energy bid under its quarter for activation."""
-        await self.redis.hset(CLEARED_KEY, bid.bid_id, result.to_json_bytes())
+        """Store a result, its settlement line and an accepted energy bid under its quarter, atomically."""
         entry = {
             "kind": "capacity" if capacity else "energy_bid",
             "bid_id": bid.bid_id,
@@ -95,27 +94,36 @@ class Ledger:
         }
         entry |= {"product": bid.product.value, "area": bid.area, "mw": result.accepted_mw}
         entry |= {"accepted": result.accepted, "start": bid.interval_start.isoformat()}
-        await self.redis.hset(SETTLEMENT_KEY, f"bid:{bid.bid_id}", json.dumps(entry))
-        if result.accepted and bid.price_eur_per_mwh is not None:
-            await self.redis.hset(
-                ENERGY_PREFIX + utc_key(bid.interval_start), bid.bid_id, bid.to_json_bytes()
-            )
+        # One transaction: a redelivered bid skips this once its result exists, so the rest must exist too.
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(CLEARED_KEY, bid.bid_id, result.to_json_bytes())
+            pipe.hset(SETTLEMENT_KEY, f"bid:{bid.bid_id}", json.dumps(entry))
+            if result.accepted and bid.price_eur_per_mwh is not None:
+                pipe.hset(ENERGY_PREFIX + utc_key(bid.interval_start), bid.bid_id, bid.to_json_bytes())
+            await pipe.execute()
 
     async def energy_bids(self, quarter: datetime) -> list[BidSubmitted]:
         """Return the accepted energy bids of a quarter."""
         raw = await self.redis.hvals(ENERGY_PREFIX + utc_key(quarter))
         return [BidSubmitted.from_json_bytes(v) for v in raw]
 
-    async def claim_activation(self, bid_id: str) -> bool:
-        """True the first time a bid's activation is drawn (once per bid, whenever it arrived)."""
-        return bool(await self.redis.hsetnx(ACTIVATED_KEY, bid_id, "1"))
+    async def is_drawn(self, bid_id: str) -> bool:
+        """True once a bid's activation was drawn and, if it had one, published and settled."""
+        return bool(await self.redis.hexists(ACTIVATED_KEY, bid_id))
+
+    async def mark_drawn(self, bid_id: str) -> None:
+        """Remember that a bid was drawn without an activation."""
+        await self.redis.hset(ACTIVATED_KEY, bid_id, "1")
 
     async def record_activation(self, activation: PoolActivated, revenue_eur: float) -> None:
-        """Store an activation's settlement."""
+        """Store an activation's settlement and mark its bid drawn, atomically."""
         entry = {"kind": "activation", "bid_id": activation.bid_id, "revenue_eur": revenue_eur}
         entry |= {"direction": activation.direction.value, "mw": activation.power_mw}
         entry |= {"start": activation.start.isoformat()}
-        await self.redis.hset(SETTLEMENT_KEY, activation.activation_id, json.dumps(entry))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(SETTLEMENT_KEY, activation.activation_id, json.dumps(entry))
+            pipe.hset(ACTIVATED_KEY, activation.bid_id, "1")
+            await pipe.execute()
 
     async def settlement(self) -> dict[str, Any]:
         """Return every settled line and the totals."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import HTTPException
@@ -75,15 +75,21 @@ class Market:
         """Draw the activation of each accepted energy bid of the current quarter, once per bid."""
         quarter = floor_quarter(utc_now())
         for bid in await self.ledger.energy_bids(quarter):
-            if not await self.ledger.claim_activation(bid.bid_id):
-                continue
-            mfrr = await self.mfrr(bid.area, quarter)
-            activation = domain.activation_for(bid, mfrr, utc_now())
-            if activation is None:
-                continue
-            price = mfrr.up_price_eur_per_mwh if bid.direction.value == "up" else mfrr.down_price_eur_per_mwh
-            await self.service.publish(topics.MARKET_ACTIVATIONS, activation)
-            await self.ledger.record_activation(activation, domain.activation_revenue_eur(activation, price))
+            if not await self.ledger.is_drawn(bid.bid_id):
+                await self.activate(bid, quarter)
+
+    async def activate(self, bid: BidSubmitted, quarter: datetime) -> None:
+        """Draw one bid's activation, publish it and settle it; mark the bid drawn only after all three."""
+        # A failure leaves the bid undrawn, so the next tick publishes again (at least once); dispatch
+        # ignores an activation_id it has already seen, and the settlement line is keyed by it.
+        mfrr = await self.mfrr(bid.area, quarter)
+        activation = domain.activation_for(bid, mfrr, utc_now())
+        if activation is None:
+            await self.ledger.mark_drawn(bid.bid_id)
+            return
+        price = mfrr.up_price_eur_per_mwh if bid.direction.value == "up" else mfrr.down_price_eur_per_mwh
+        await self.service.publish(topics.MARKET_ACTIVATIONS, activation)
+        await self.ledger.record_activation(activation, domain.activation_revenue_eur(activation, price))
 
     def frequency(self, area: str, at: Any, scenario: domain.Scenario) -> float:
         """The replayed trace if configured, else the seeded synthetic one."""
