@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -336,9 +337,49 @@ async def live_states(redis: aioredis.Redis, site_ids: list[str]) -> dict[str, S
     return states
 
 
-async def claim_trigger(redis: aioredis.Redis, trigger: str) -> bool:
-    """Return True the first time a trigger is claimed (the job is idempotent per triggering event)."""
-    return bool(await redis.hsetnx(DONE_KEY, trigger, "1"))
+# A trigger's field in DONE_KEY: "pending <epoch s> <token>" while a run plans and publishes it, then
+# "done" ("1", written before pending claims existed, also means done). A pending claim older than the
+# bound is a crashed run's and is taken over; a run that overlaps its successor only publishes the same
+# plan and bid ids twice.
+CLAIM_TRIGGER_LUA = r"""
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if held then
+  local since = tonumber(string.match(held, '^pending (%d+) '))
+  if not since or since > tonumber(ARGV[3]) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+RELEASE_TRIGGER_LUA = r"""
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+"""
+TRIGGER_DONE = "done"
+
+
+class TriggerClaims:
+    """Claims of triggering events, so each is planned and published at least once and then not again."""
+
+    def __init__(self, redis: aioredis.Redis, stale_after_s: float) -> None:
+        self.redis = redis
+        self.stale_after_s = stale_after_s
+        self._claim = redis.register_script(CLAIM_TRIGGER_LUA)
+        self._release = redis.register_script(RELEASE_TRIGGER_LUA)
+
+    async def claim(self, trigger: str, now_s: float) -> str | None:
+        """Claim a trigger neither done nor freshly pending; return the claim, or None if refused."""
+        claim = f"pending {int(now_s)} {uuid.uuid4().hex}"
+        stale_before = int(now_s - self.stale_after_s)
+        taken = await self._claim(keys=[DONE_KEY], args=[trigger, claim, stale_before])
+        return claim if int(taken) else None
+
+    async def release(self, trigger: str, claim: str) -> bool:
+        """Give a claim back if it is still this one (a failed run); return whether it was."""
+        return bool(int(await self._release(keys=[DONE_KEY], args=[trigger, claim])))
+
+    async def finish(self, trigger: str) -> None:
+        """Mark a trigger done: its plan and bids are published and its summary stored."""
+        await self.redis.hset(DONE_KEY, trigger, TRIGGER_DONE)
 
 
 async def save_latest(redis: aioredis.Redis, kind: str, summary: dict[str, Any]) -> None:

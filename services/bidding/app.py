@@ -32,7 +32,7 @@ from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service, build_service, serve
 from hybridpool_shared.timeutil import COPENHAGEN, floor_quarter, local_day_bounds, utc_now
 from services.bidding import adapters
-from services.bidding.adapters import Book, BookStore, SiteStore, full_activation_s
+from services.bidding.adapters import Book, BookStore, SiteStore, TriggerClaims, full_activation_s
 from services.bidding.assemble import DEFAULT_AREA, Assembled, assemble
 from services.bidding.domain.inputs import Options, periods
 from services.bidding.domain.planner import PlanOutcome, max_symmetric_plan, plan, pool_sizing
@@ -76,6 +76,7 @@ class Planner:
         self.book = Book()
         self.book_store = BookStore(service.redis)
         self.sites = SiteStore(service.redis)
+        self.claims = TriggerClaims(service.redis, settings.claim_stale_s())
         self.metrics = Metrics(service)
         self.lock = asyncio.Lock()
 
@@ -113,17 +114,34 @@ class Planner:
                 LOGGER.info("no sites known yet: nothing to plan")
                 return None
             trigger = trigger or trigger_id(kind, first, assembled)
-            if not await adapters.claim_trigger(self.service.redis, trigger):
+            claim = await self.claims.claim(trigger, utc_now().timestamp())
+            if claim is None:
                 return await adapters.load_latest(self.service.redis, f"plan:{trigger}")
-            outcome = await asyncio.to_thread(
-                plan, assembled.fleet, assembled.market, self.options(), trigger
-            )
-            self.metrics.seconds.observe(outcome.total_s)
-            self.metrics.fallback.set(1 if outcome.fallback else 0)
-            if outcome.fallback:
-                self.metrics.failures.inc()
-            await self.publish(kind, assembled, outcome)
-            return await self.remember(kind, assembled, outcome)
+            try:
+                summary = await self.plan_and_publish(kind, assembled, trigger)
+                await self.claims.finish(trigger)
+            except BaseException:  # cancellation too: a stopping service gives its claim back
+                await self.give_back(trigger, claim)
+                raise
+            return summary
+
+    async def plan_and_publish(self, kind: str, assembled: Assembled, trigger: str) -> dict[str, Any]:
+        """Plan, publish plans and bids, and store the summary; return the summary."""
+        outcome = await asyncio.to_thread(plan, assembled.fleet, assembled.market, self.options(), trigger)
+        self.metrics.seconds.observe(outcome.total_s)
+        self.metrics.fallback.set(1 if outcome.fallback else 0)
+        if outcome.fallback:
+            self.metrics.failures.inc()
+        await self.publish(kind, assembled, outcome)
+        return await self.remember(kind, assembled, outcome)
+
+    async def give_back(self, trigger: str, claim: str) -> None:
+        """Release a failed run's claim so the next run plans the trigger again."""
+        try:
+            await self.claims.release(trigger, claim)
+        except Exception:
+            # the failed run's own error matters more; the claim goes stale and is taken over
+            LOGGER.warning("could not release the claim of trigger %s", trigger, exc_info=True)
 
     async def publish(self, kind: str, assembled: Assembled, outcome: PlanOutcome) -> None:
         """Publish one SitePlanComputed per site, then the bids."""

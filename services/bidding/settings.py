@@ -49,6 +49,14 @@ class BiddingSettings(ServiceSettings):
         default=0.0, ge=0, le=1, description="Same for FCR-D in DK2 (50 % in 5 s, 100 % in 30 s)."
     )
 
+    def claim_stale_s(self) -> float:
+        """How old a trigger's pending claim must be before another run takes it over (a crashed run's).
+
+        Well above a run's longest: the solve, the energy-only re-solve, the per-site re-plan, the
+        sizing solve, and publishing a large fleet's plans.
+        """
+        return 3 * (self.time_limit_s + self.improve_budget_s) + 300.0
+
     def assumed_response(self) -> dict[str, float]:
         """The assumed deliverable share of an unmeasured site, by product."""
         return {
