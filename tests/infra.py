@@ -8,17 +8,20 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from hybridpool_cli.infra import ManagedProcess, free_port, spawn
 from hybridpool_shared.messages import ControlOption, SiteLocation, SiteMasterDataChanged, TelemetryReported
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -213,3 +216,17 @@ def registered_villa(
         lockout_minutes=lockout_minutes,
         control_options=(ControlOption.SG_READY,),
     )
+
+
+def fail_once(call: Callable[P, Awaitable[T]], error: Exception) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Return call, but raising error the first time: an outage the code under test must survive."""
+    failed = False
+
+    async def flaky(*args: P.args, **kwargs: P.kwargs) -> T:
+        nonlocal failed
+        if not failed:
+            failed = True
+            raise error
+        return await call(*args, **kwargs)
+
+    return flaky

@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
 
 import pytest
 import redis.asyncio as aioredis
@@ -33,10 +32,7 @@ from services.dispatch.adapters import ClaimRequest, ClaimResult
 from services.dispatch.dispatcher import Dispatcher
 from services.dispatch.metrics import DispatchMetrics
 from services.dispatch.settings import DispatchSettings
-from tests.infra import Infra, ManualClock, unique
-
-P = ParamSpec("P")
-T = TypeVar("T")
+from tests.infra import Infra, ManualClock, fail_once, unique
 
 # Dispatch follows every activation on the topic and every site state in Redis: other tests' would interfere.
 pytestmark = [pytest.mark.integration, pytest.mark.private_infra]
@@ -282,10 +278,7 @@ async def test_a_block_of_a_unit_that_stopped_meanwhile_is_logged_as_not_measure
     infra: Infra, redis: aioredis.Redis
 ) -> None:
     """A reading between a unit's pick and its claim can show it stopped on its own: nothing to measure."""
-    now = datetime.now(tz=UTC)
-    clock = ManualClock(now.timestamp())
-    d, sink, prefix = _dispatcher(infra, redis, clock)
-    _running(d, prefix, clock, 40)
+    d, sink, prefix, clock, now = _fcr_n_pool(infra, redis)
     claim = d.safety.claim
     stopped: list[str] = []
 
@@ -295,7 +288,6 @@ async def test_a_block_of_a_unit_that_stopped_meanwhile_is_logged_as_not_measure
         return await claim(requests, now_ms)
 
     d.safety.claim = claim_after_a_stop  # type: ignore[method-assign]
-    d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=49.80))
     await d.on_activation(_fcr_n_up(now, 0.06))
     clock.at += 1
     await d.tick()
@@ -314,11 +306,7 @@ async def test_reactions_whose_report_failed_are_reported_on_the_next_pass(
     infra: Infra, redis: aioredis.Redis
 ) -> None:
     """A broker refusing a reaction loses none: the closed measurements are published again next time."""
-    now = datetime.now(tz=UTC)
-    clock = ManualClock(now.timestamp())
-    d, sink, prefix = _dispatcher(infra, redis, clock)
-    _running(d, prefix, clock, 40)
-    d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=49.80))
+    d, sink, _, clock, now = _fcr_n_pool(infra, redis)
     await d.on_activation(_fcr_n_up(now, 0.06))
     clock.at += 1
     await d.tick()
@@ -369,14 +357,10 @@ async def test_reactions_whose_report_failed_are_reported_on_the_next_pass(
 async def test_a_final_report_whose_write_failed_is_written_on_the_next_tick(
     infra: Infra, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    now = datetime.now(tz=UTC)
-    clock = ManualClock(now.timestamp())
-    d, _, prefix = _dispatcher(infra, redis, clock)
-    _running(d, prefix, clock, 40)
-    d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=49.80))
+    d, _, _, clock, now = _fcr_n_pool(infra, redis)
     activation = _fcr_n_up(now, 0.06)
     await d.on_activation(activation)
-    monkeypatch.setattr(d.reports, "put", _fail_once(d.reports.put))
+    monkeypatch.setattr(d.reports, "put", fail_once(d.reports.put, ConnectionError("redis unavailable")))
     clock.at = activation.end.timestamp() + 1
     with pytest.raises(ConnectionError):
         await d.tick()
@@ -392,11 +376,7 @@ async def test_command_log_entries_whose_write_failed_are_written_on_the_next_ti
     infra: Infra, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Neither the switching nor the acks wait for the log: its entries are kept until Redis takes them."""
-    now = datetime.now(tz=UTC)
-    clock = ManualClock(now.timestamp())
-    d, sink, prefix = _dispatcher(infra, redis, clock)
-    _running(d, prefix, clock, 40)
-    d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=49.80))
+    d, sink, prefix, clock, now = _fcr_n_pool(infra, redis)
     append = d.log.append
 
     async def logged() -> list[tuple[str, str]]:
@@ -406,14 +386,14 @@ async def test_command_log_entries_whose_write_failed_are_written_on_the_next_ti
             (e["event"], e["command_id"]) for e in await d.log.query() if e["site_id"].startswith(prefix)
         )
 
-    monkeypatch.setattr(d.log, "append", _fail_once(append))
+    monkeypatch.setattr(d.log, "append", fail_once(append, ConnectionError("redis unavailable")))
     await d.on_activation(_fcr_n_up(now, 0.06))
     assert len(sink.commands) >= 31  # sent although their log entries were refused
     assert await d.log.query(activation_id=sink.commands[0].activation_id) == []
     sent = sorted(("sent", c.command_id) for c in sink.commands)
     assert await logged() == sent
 
-    monkeypatch.setattr(d.log, "append", _fail_once(append))
+    monkeypatch.setattr(d.log, "append", fail_once(append, ConnectionError("redis unavailable")))
     acks = [
         CommandAcknowledged(
             command_id=c.command_id,
@@ -430,15 +410,11 @@ async def test_command_log_entries_whose_write_failed_are_written_on_the_next_ti
     assert await logged() == sorted(sent + [("ack", c.command_id) for c in sink.commands])
 
 
-def _fail_once(call: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Return call, but raising a connection error the first time."""
-    failed = False
-
-    async def flaky(*args: P.args, **kwargs: P.kwargs) -> T:
-        nonlocal failed
-        if not failed:
-            failed = True
-            raise ConnectionError("redis unavailable")
-        return await call(*args, **kwargs)
-
-    return flaky
+def _fcr_n_pool(infra: Infra, redis: aioredis.Redis) -> tuple[Dispatcher, _Sink, str, ManualClock, datetime]:
+    """40 units running at 2 kW and DK2 at 49.80 Hz: a 60 kW FCR-N up activation blocks about 31."""
+    now = datetime.now(tz=UTC)
+    clock = ManualClock(now.timestamp())
+    d, sink, prefix = _dispatcher(infra, redis, clock)
+    _running(d, prefix, clock, 40)
+    d.on_frequency(FrequencyMeasured(area="DK2", measured_at=now, frequency_hz=49.80))
+    return d, sink, prefix, clock, now

@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -24,12 +23,12 @@ from hybridpool_shared.runtime import build_service
 from hybridpool_shared.sitestate import GatewayStatus, SiteLiveState
 from hybridpool_shared.timeutil import utc_now
 from services.telemetry import adapters
-from services.telemetry.adapters import LiveStateStore, LoadedSites, RegistryTail
+from services.telemetry.adapters import LiveStateStore, RegistryTail
 from services.telemetry.domain.quarters import ClosedQuarter, QuarterAggregator, sample_of
 from services.telemetry.domain.state import Timing, advance, state_json
 from services.telemetry.pipeline import TelemetryPipeline
 from services.telemetry.settings import TelemetrySettings
-from tests.infra import Infra, produce, registered_villa, unique, villa_reading
+from tests.infra import Infra, fail_once, produce, registered_villa, unique, villa_reading
 
 pytestmark = pytest.mark.integration
 OWN_DB = 6  # a database of its own: the restarted process reads every silent site in it
@@ -166,7 +165,11 @@ async def test_silent_sites_a_failed_load_missed_are_taken_over_by_the_next_swee
     async with _restarted(infra) as (pipeline, ours):
         producer = _Quarters()
         pipeline.producer = producer  # type: ignore[assignment]
-        monkeypatch.setattr(pipeline.store, "load_sites", _fail_once(pipeline.store.load_sites))
+        monkeypatch.setattr(
+            pipeline.store,
+            "load_sites",
+            fail_once(pipeline.store.load_sites, ConnectionError("redis unavailable")),
+        )
         with pytest.raises(ConnectionError):
             await pipeline.sweep()
         assert producer.sent == []
@@ -184,22 +187,6 @@ async def test_silent_sites_whose_closing_failed_are_closed_by_the_next_sweep(in
         assert producer.sent == []
         await pipeline.sweep()
         _assert_idle_quarters_closed(producer.sent, ours)
-
-
-def _fail_once(
-    call: Callable[[Sequence[str]], Awaitable[LoadedSites]],
-) -> Callable[[Sequence[str]], Coroutine[Any, Any, LoadedSites]]:
-    """Return call, but raising a connection error the first time."""
-    failed = False
-
-    async def flaky(site_ids: Sequence[str]) -> LoadedSites:
-        nonlocal failed
-        if not failed:
-            failed = True
-            raise ConnectionError("redis unavailable")
-        return await call(site_ids)
-
-    return flaky
 
 
 async def _register(infra: Infra, site: SiteMasterDataChanged) -> None:
