@@ -144,7 +144,11 @@ class Registry:
         self.audit_added = asyncio.Event()
 
     async def audit(self, entries: list[AuditEntry]) -> None:
-        """Append to the audit chain and wake the publisher."""
+        """Append to the audit chain and wake the publisher.
+
+        An allowed change is audited before it is made: a failed append stops the change, so no change
+        is ever without its record (a change that then fails leaves the record of an allowed request).
+        """
         if entries:
             await self.store.append_audit(entries, utc_now())
             self.audit_added.set()
@@ -317,8 +321,8 @@ def _site_routes(router: APIRouter, registry: Registry) -> None:
         if site is None:
             raise HTTPException(404, f"no site {site_id}")
         deletion = site.model_copy(update={"deleted": True, "changed_at": utc_now()})
-        await registry.store.delete_site(site, deletion)
         await registry.audit([AuditEntry(who.id, who.role, Action.SITE_DELETE, "allowed", site_id)])
+        await registry.store.delete_site(site, deletion)
         await registry.publish_all([deletion])
         return Response(status_code=204)
 
@@ -331,8 +335,8 @@ async def _store_site(
     action: Action,
 ) -> SiteMasterDataChanged:
     event = body.to_event(who.id, utc_now())
-    await registry.store.put_sites([event], [old])
     await registry.audit([AuditEntry(who.id, who.role, action, "allowed", event.site_id)])
+    await registry.store.put_sites([event], [old])
     await registry.publish_all([event])
     return event
 
@@ -407,11 +411,11 @@ def _consent_routes(router: APIRouter, registry: Registry) -> None:
             granted_at=now,
             expires_at=body.expires_at,
         )
-        await registry.store.put_consent(consent)
         detail = f"actor={body.actor_id} expires_at={body.expires_at.isoformat()}"
         await registry.audit(
             [AuditEntry(who.id, who.role, Action.CONSENT_GRANT, "allowed", site_id, body.purpose, detail)]
         )
+        await registry.store.put_consent(consent)
         return consent
 
     @router.delete("/sites/{site_id}/consents/{actor_id}/{purpose}", tags=["consent"], response_model=Consent)
@@ -426,11 +430,11 @@ def _consent_routes(router: APIRouter, registry: Registry) -> None:
         if not match or match[0].revoked_at is not None:
             raise HTTPException(404, f"no active consent for {actor_id} / {purpose}")
         revoked = match[0].model_copy(update={"revoked_at": utc_now()})
-        await registry.store.put_consent(revoked)
         entry = AuditEntry(
             who.id, who.role, Action.CONSENT_REVOKE, "allowed", site_id, purpose, f"actor={actor_id}"
         )
         await registry.audit([entry])
+        await registry.store.put_consent(revoked)
         return revoked
 
 
@@ -535,9 +539,9 @@ async def _import(registry: Registry, who: Principal, rows: list[dict[str, Any]]
         events.append(site.to_event(who.id, now))
         olds.append(old)
     if events:
-        await registry.store.put_sites(events, olds)
         entries = [AuditEntry(who.id, who.role, Action.SITE_IMPORT, "allowed", e.site_id) for e in events]
         await registry.audit(entries)
+        await registry.store.put_sites(events, olds)
         await registry.publish_all(events)
     errors.sort(key=lambda e: e.row)
     return bulk.ImportReport(

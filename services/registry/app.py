@@ -84,8 +84,11 @@ def build(settings: RegistrySettings) -> Service:
 async def audit_pump(service: Service, registry: Registry) -> None:
     """Publish the audit chain on audit.log in sequence order, from a cursor kept in Redis."""
     while True:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that arrives as
+        # the event is set (an audit just before shutdown), and the pump then never stops.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(registry.audit_added.wait(), AUDIT_IDLE_S)
+            async with asyncio.timeout(AUDIT_IDLE_S):
+                await registry.audit_added.wait()
         registry.audit_added.clear()
         try:
             await flush_audit(service, registry)

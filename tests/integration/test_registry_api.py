@@ -20,7 +20,7 @@ from services.registry.api import Registry
 from services.registry.app import build, flush_outbox
 from services.registry.domain import SiteMasterDataIn
 from services.registry.settings import RegistrySettings
-from tests.infra import Infra, unique, wait_for_records
+from tests.infra import Infra, fail_once, unique, wait_for_records
 
 pytestmark = pytest.mark.integration
 
@@ -185,6 +185,25 @@ async def test_denials_are_audited(api: Api) -> None:
     page = (await api.call("aud", "GET", f"/audit?site_id={site_id}&limit=1000")).json()
     denied = [r for r in page["records"] if r["outcome"] == "denied"]
     assert [(r["actor_id"], r["action"]) for r in denied] == [("op-b", "operational.read")]
+
+
+async def test_a_change_is_never_made_without_its_audit_record(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record is written first: when it fails, the change is not made, and a retry makes both."""
+    site_id = unique("villa")
+    store = api.registry.store
+    monkeypatch.setattr(
+        store, "append_audit", fail_once(store.append_audit, ConnectionError("redis unavailable"))
+    )
+    with pytest.raises(ConnectionError):
+        await api.call("inst-a", "POST", "/sites", json=site_body(site_id))
+    assert await store.site(site_id) is None
+    assert (await api.call("inst-a", "POST", "/sites", json=site_body(site_id))).status_code == 201
+    page = (await api.call("aud", "GET", f"/audit?site_id={site_id}&limit=1000")).json()
+    assert [(r["actor_id"], r["action"], r["outcome"]) for r in page["records"]] == [
+        ("inst-a", "site.create", "allowed")
+    ]
 
 
 async def test_operations_recorded_elsewhere_join_the_one_audit_chain(api: Api) -> None:
