@@ -254,7 +254,8 @@ async def _events(ctx: Context, request: Request) -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
         while not ctx.hub.closed and not await request.is_disconnected():
             try:
-                frame = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                async with asyncio.timeout(HEARTBEAT_S):  # not wait_for: it can swallow a cancellation
+                    frame = await queue.get()
             except TimeoutError:
                 frame = ": keep-alive\n\n"
             if frame == CLOSE:

@@ -122,8 +122,9 @@ class Aggregator:
                 LOGGER.exception("ops-room aggregation tick failed")
             self.live.tick_ms = (loop.time() - started) * 1000
             self.hub.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.hub.wake.wait(), max(0.05, self.tick_s - (loop.time() - started)))
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: wait_for can swallow a cancellation
+                async with asyncio.timeout(max(0.05, self.tick_s - (loop.time() - started))):
+                    await self.hub.wake.wait()
 
     async def tick(self, now: datetime) -> dict[str, Any]:
         """Summarise the fleet, the bids in force and the current activation; push the result."""

@@ -27,6 +27,8 @@ from hybridpool_shared.settings import ServiceSettings
 from hybridpool_shared.topics import TopicSpec
 
 LOGGER = logging.getLogger(__name__)
+STOP_ROUNDS = 5  # cancellations sent to a background job that keeps running at shutdown
+STOP_ROUND_S = 2.0
 VERSION = "0.1.0"
 BackgroundTask = Callable[[], Coroutine[Any, Any, None]]
 
@@ -153,14 +155,32 @@ def _lifespan(
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _stop_jobs(service.name, tasks)
             await service.broker.stop()
             await service.redis.aclose()
             LOGGER.info("%s stopped", service.name)
 
     return lifespan
+
+
+async def _stop_jobs(name: str, tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the background jobs and wait for them, cancelling again those that swallowed it.
+
+    A cancellation that reaches a job while the broker client publishes can be lost inside the client
+    (the publish returns normally), and a job's loop then runs on; without a second cancellation the
+    service would never stop.
+    """
+    pending = set(tasks)
+    for _ in range(STOP_ROUNDS):
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=STOP_ROUND_S) if pending else (set(), set())
+        if not pending:
+            return
+        LOGGER.warning(
+            "%s: jobs %s ignored a cancellation; cancelling again", name, [t.get_name() for t in pending]
+        )
+    LOGGER.error("%s: jobs %s did not stop; leaving them", name, [t.get_name() for t in pending])
 
 
 async def _start_broker(broker: KafkaBroker) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import httpx
@@ -10,7 +11,9 @@ import pytest
 
 from hybridpool_shared.runtime import Service, build_service
 from hybridpool_shared.settings import ServiceSettings
-from tests.infra import Infra
+from services.registry.app import build as build_registry
+from services.registry.settings import RegistrySettings
+from tests.infra import Infra, unique
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +58,27 @@ async def _health_after_jobs_ended(service: Service, go: asyncio.Event) -> httpx
             go.set()
             await asyncio.wait(service.jobs[1:])
             return await client.get("/health")
+
+
+async def test_a_registry_stops_right_after_an_audited_login(infra: Infra) -> None:
+    """Seen with the registry: the cancellation of its audit publisher was lost when it landed while the
+    publisher worked, and the shutdown waited for ever. Stopped jobs are cancelled until they end."""
+    secret = "a-long-enough-secret-0001"
+    principal = {"id": "aud-stop", "role": "auditor", "secret": secret}
+    settings = RegistrySettings(
+        kafka_bootstrap=infra.kafka_bootstrap,
+        redis_url=infra.redis_url,
+        key_prefix=unique("runtime-stop"),
+        principals_json=json.dumps([principal]),
+    )
+    service = build_registry(settings)
+    lifespan = service.api.router.lifespan_context(service.api)
+    await lifespan.__aenter__()
+    transport = httpx.ASGITransport(app=service.api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
+        login = {"grant_type": "password", "username": "aud-stop", "password": secret}
+        assert (await client.post("/token", data=login)).status_code == 200  # audited: the publisher wakes
+    stopping = asyncio.create_task(lifespan.__aexit__(None, None, None))  # as a fixture's teardown does
+    async with asyncio.timeout(30):
+        await stopping
+    assert all(job.done() for job in service.jobs)
