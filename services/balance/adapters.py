@@ -32,8 +32,11 @@ class SiteView:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
 
-    async def upsert(self, site: SiteMasterDataChanged, *, changed: bool) -> None:
-        """Store or remove a site; mark it pending a republish, in the same transaction, if changed."""
+    async def upsert(self, site: SiteMasterDataChanged, *, changed: bool) -> bool:
+        """Store or remove a site, marking it pending a republish if changed, in one transaction.
+
+        Return whether the site is pending: changed now, or earlier with its republish not done.
+        """
         async with self.redis.pipeline(transaction=True) as pipe:
             if site.deleted:
                 pipe.hdel(SITES_KEY, site.site_id)
@@ -42,11 +45,9 @@ class SiteView:
                 pipe.hset(SITES_KEY, site.site_id, site.to_json_bytes())
                 if changed:
                     pipe.sadd(PENDING_KEY, site.site_id)
-            await pipe.execute()
-
-    async def pending(self, site_id: str) -> bool:
-        """True while a site's balance prices still need republishing after a change."""
-        return bool(await self.redis.sismember(PENDING_KEY, site_id))
+            pipe.sismember(PENDING_KEY, site.site_id)
+            *_, pending = await pipe.execute()
+        return bool(pending)
 
     async def republished(self, site_id: str) -> None:
         """Clear a site's pending republish."""

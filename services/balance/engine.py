@@ -209,8 +209,7 @@ class BalanceEngine:
         old = await self.sites.get(site.site_id)
         # The change is remembered with the store and forgotten only after publishing: a redelivery
         # after a failed publish finds the site already stored and must still republish.
-        await self.sites.upsert(site, changed=inputs_changed(old, site))
-        if site.deleted or not await self.sites.pending(site.site_id):
+        if not await self.sites.upsert(site, changed=inputs_changed(old, site)):
             return 0
         sent = await self.republish([site])
         await self.sites.republished(site.site_id)

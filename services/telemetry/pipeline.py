@@ -19,7 +19,7 @@ from hybridpool_shared.messaging import Delivery
 from hybridpool_shared.runtime import Service
 from hybridpool_shared.sitestate import GatewayStatus, SiteLiveState
 from hybridpool_shared.timeutil import utc_now
-from services.telemetry.adapters import LiveStateStore, QuarterProducer, RegistryTail
+from services.telemetry.adapters import LiveStateStore, LoadedSites, QuarterProducer, RegistryTail
 from services.telemetry.domain.quarters import (
     ClosedQuarter,
     MeterOrderError,
@@ -430,11 +430,11 @@ class TelemetryPipeline:
             if site_id not in self.received and partition_of(site_id.encode(), count) in partitions
         }
         epoch = self._epoch
-        loaded = await self.store.load_sites(list(mine)) if mine else None
+        loaded = await self.store.load_sites(list(mine)) if mine else LoadedSites()
         async with self._in_memory:
             if epoch != self._epoch:  # a batch failed meanwhile: the next sweep reads again
                 return
-            for site_id, text in loaded.quarters.items() if loaded else ():
+            for site_id, text in loaded.quarters.items():
                 if site_id not in self.agg.sites and site_id not in self.received:  # no batch came first
                     self.agg.restore(site_id, text)
                     self.received[site_id] = mine[site_id]

@@ -164,23 +164,24 @@ def _lifespan(
 
 
 async def _stop_jobs(name: str, tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel the background jobs and wait for them, cancelling again those that swallowed it.
+    """Cancel the background jobs and wait for them, cancelling again those still running.
 
-    A cancellation that reaches a job while the broker client publishes can be lost inside the client
-    (the publish returns normally), and a job's loop then runs on; without a second cancellation the
-    service would never stop.
+    A cancellation can be lost inside a client call (seen with the registry's audit publisher: its
+    Redis and broker calls returned normally with the cancellation pending), and the job's loop then
+    runs on; without a second cancellation the service would never stop.
     """
     pending = set(tasks)
-    for _ in range(STOP_ROUNDS):
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=STOP_ROUND_S) if pending else (set(), set())
+    for attempt in range(STOP_ROUNDS):
         if not pending:
             return
-        LOGGER.warning(
-            "%s: jobs %s ignored a cancellation; cancelling again", name, [t.get_name() for t in pending]
-        )
-    LOGGER.error("%s: jobs %s did not stop; leaving them", name, [t.get_name() for t in pending])
+        if attempt:
+            names = [t.get_name() for t in pending]
+            LOGGER.warning("%s: jobs %s ignored a cancellation; cancelling again", name, names)
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=STOP_ROUND_S)
+    if pending:
+        LOGGER.error("%s: jobs %s did not stop; leaving them", name, [t.get_name() for t in pending])
 
 
 async def _start_broker(broker: KafkaBroker) -> None:
